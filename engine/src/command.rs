@@ -1,0 +1,167 @@
+//! Commands: everything that can change an `Exchange`. The sequencer stamps each with a
+//! sequence number and a time; the engine never reads a clock.
+
+use crate::spec::{AssetSpec, MarketSpec, MarketStatus};
+use crate::types::{
+    AccountId, AssetId, ClientOrderId, MarketId, OrderId, OrderType, PermissionId, Quantity, Side,
+    StpMode, TimeInForce, WithdrawalId,
+};
+
+/// A command as the sequencer hands it to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: u64,
+    /// Sequencer time in ns since the Unix epoch; GTD expiry is judged against it.
+    pub ts_ns: u64,
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub account: AccountId,
+    pub market: MarketId,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub tif: TimeInForce,
+    pub quantity: Quantity,
+    /// Limit price in ticks; required for `Limit` and `LimitMaker`, must be absent for `Market`.
+    pub price: Option<u64>,
+    pub client_order_id: ClientOrderId,
+    pub stp: StpMode,
+}
+
+/// Which order a cancel or amend means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderRef {
+    Id(OrderId),
+    Client(ClientOrderId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    // --- orders ---
+    PlaceOrder(PlaceOrder),
+    CancelOrder {
+        account: AccountId,
+        market: MarketId,
+        target: OrderRef,
+    },
+    /// Cancels every open order of the account, in one market or in all.
+    CancelAll {
+        account: AccountId,
+        market: Option<MarketId>,
+    },
+    /// `new_qty` is the new total quantity in lots (Binance `newQty`: filled + remaining).
+    /// Quantity down at the same price keeps time priority; any price change or quantity up
+    /// is a cancel-replace at the back of the queue (same order id), which may match.
+    AmendOrder {
+        account: AccountId,
+        market: MarketId,
+        target: OrderRef,
+        new_qty: u64,
+        new_price: Option<u64>,
+    },
+    // --- ledger (custody and settlement) ---
+    Deposit {
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    },
+    /// Moves `amount` from free to locked until released or finalized.
+    WithdrawHold {
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+        withdrawal: WithdrawalId,
+    },
+    /// The withdrawal failed: the held amount goes back to free.
+    WithdrawRelease { withdrawal: WithdrawalId },
+    /// The withdrawal was paid out: the held amount leaves the exchange.
+    WithdrawFinalize { withdrawal: WithdrawalId },
+    // --- admin ---
+    AddAsset(Box<AssetSpec>),
+    AddMarket(Box<MarketSpec>),
+    /// With `cancel_open`, every open order of the market is cancelled (reason `Halted`).
+    SetMarketStatus {
+        market: MarketId,
+        status: MarketStatus,
+        cancel_open: bool,
+    },
+    /// Reference price in ticks for the price band (RWA fair value); `None` = last trade.
+    SetReferencePrice {
+        market: MarketId,
+        price: Option<u64>,
+    },
+    GrantPermission {
+        account: AccountId,
+        permission: PermissionId,
+    },
+    RevokePermission {
+        account: AccountId,
+        permission: PermissionId,
+    },
+    /// Expires every GTD order whose expiry is at or before the command's `ts_ns`.
+    Tick,
+}
+
+/// The kind of a command, for per-kind statistics and error mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommandKind {
+    PlaceOrder,
+    CancelOrder,
+    CancelAll,
+    AmendOrder,
+    Deposit,
+    WithdrawHold,
+    WithdrawRelease,
+    WithdrawFinalize,
+    AddAsset,
+    AddMarket,
+    SetMarketStatus,
+    SetReferencePrice,
+    GrantPermission,
+    RevokePermission,
+    Tick,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 15] = [
+        CommandKind::PlaceOrder,
+        CommandKind::CancelOrder,
+        CommandKind::CancelAll,
+        CommandKind::AmendOrder,
+        CommandKind::Deposit,
+        CommandKind::WithdrawHold,
+        CommandKind::WithdrawRelease,
+        CommandKind::WithdrawFinalize,
+        CommandKind::AddAsset,
+        CommandKind::AddMarket,
+        CommandKind::SetMarketStatus,
+        CommandKind::SetReferencePrice,
+        CommandKind::GrantPermission,
+        CommandKind::RevokePermission,
+        CommandKind::Tick,
+    ];
+}
+
+impl Command {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::PlaceOrder(_) => CommandKind::PlaceOrder,
+            Command::CancelOrder { .. } => CommandKind::CancelOrder,
+            Command::CancelAll { .. } => CommandKind::CancelAll,
+            Command::AmendOrder { .. } => CommandKind::AmendOrder,
+            Command::Deposit { .. } => CommandKind::Deposit,
+            Command::WithdrawHold { .. } => CommandKind::WithdrawHold,
+            Command::WithdrawRelease { .. } => CommandKind::WithdrawRelease,
+            Command::WithdrawFinalize { .. } => CommandKind::WithdrawFinalize,
+            Command::AddAsset(_) => CommandKind::AddAsset,
+            Command::AddMarket(_) => CommandKind::AddMarket,
+            Command::SetMarketStatus { .. } => CommandKind::SetMarketStatus,
+            Command::SetReferencePrice { .. } => CommandKind::SetReferencePrice,
+            Command::GrantPermission { .. } => CommandKind::GrantPermission,
+            Command::RevokePermission { .. } => CommandKind::RevokePermission,
+            Command::Tick => CommandKind::Tick,
+        }
+    }
+}
