@@ -75,9 +75,13 @@ pub enum Command {
         withdrawal: WithdrawalId,
     },
     /// The withdrawal failed: the held amount goes back to free.
-    WithdrawRelease { withdrawal: WithdrawalId },
+    WithdrawRelease {
+        withdrawal: WithdrawalId,
+    },
     /// The withdrawal was paid out: the held amount leaves the exchange.
-    WithdrawFinalize { withdrawal: WithdrawalId },
+    WithdrawFinalize {
+        withdrawal: WithdrawalId,
+    },
     // --- admin ---
     AddAsset(Box<AssetSpec>),
     AddMarket(Box<MarketSpec>),

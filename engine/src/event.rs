@@ -105,7 +105,9 @@ pub enum Event {
         reason: RejectReason,
     },
     /// Any other command was refused; nothing changed.
-    CommandRejected { reason: RejectReason },
+    CommandRejected {
+        reason: RejectReason,
+    },
     /// Fees: the taker pays `taker_fee` in the asset it receives. A maker fee >= 0 is paid
     /// in the asset the maker receives; a negative `maker_fee` is a rebate of `-maker_fee`
     /// paid to the maker in the taker's fee asset, out of `taker_fee`.
@@ -158,14 +160,37 @@ pub enum Event {
         free: u64,
         locked: u64,
     },
-    AssetAdded { asset: AssetId },
-    MarketAdded { market: MarketId },
-    MarketStatusChanged { market: MarketId, status: crate::spec::MarketStatus },
-    ReferencePriceSet { market: MarketId, price: Option<u64> },
-    PermissionChanged { account: AccountId, permission: u8, granted: bool },
-    WithdrawalHeld { withdrawal: WithdrawalId, account: AccountId, asset: AssetId, amount: u64 },
-    WithdrawalReleased { withdrawal: WithdrawalId },
-    WithdrawalFinalized { withdrawal: WithdrawalId },
+    AssetAdded {
+        asset: AssetId,
+    },
+    MarketAdded {
+        market: MarketId,
+    },
+    MarketStatusChanged {
+        market: MarketId,
+        status: crate::spec::MarketStatus,
+    },
+    ReferencePriceSet {
+        market: MarketId,
+        price: Option<u64>,
+    },
+    PermissionChanged {
+        account: AccountId,
+        permission: u8,
+        granted: bool,
+    },
+    WithdrawalHeld {
+        withdrawal: WithdrawalId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    },
+    WithdrawalReleased {
+        withdrawal: WithdrawalId,
+    },
+    WithdrawalFinalized {
+        withdrawal: WithdrawalId,
+    },
 }
 
 /// Where `Exchange::apply` writes its events. A `Vec` cleared between batches keeps its

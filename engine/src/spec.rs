@@ -112,7 +112,8 @@ impl AssetSpec {
 fn valid_symbol(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 impl MarketSpec {
@@ -222,12 +223,19 @@ pub fn decimal_to_steps(value: Decimal, step_minor: u64, decimals: u8) -> Result
     if value.is_sign_negative() && !value.is_zero() {
         return Err(UnitError::OutOfRange);
     }
-    let scale = Decimal::from(10u64.checked_pow(decimals as u32).ok_or(UnitError::OutOfRange)?);
+    let scale = Decimal::from(
+        10u64
+            .checked_pow(decimals as u32)
+            .ok_or(UnitError::OutOfRange)?,
+    );
     let minor = value.checked_mul(scale).ok_or(UnitError::OutOfRange)?;
     if !minor.fract().is_zero() {
         return Err(UnitError::NotAMultiple);
     }
-    let minor: u128 = minor.trunc().try_into().map_err(|_| UnitError::OutOfRange)?;
+    let minor: u128 = minor
+        .trunc()
+        .try_into()
+        .map_err(|_| UnitError::OutOfRange)?;
     let step = step_minor as u128;
     if step == 0 {
         return Err(UnitError::OutOfRange);
@@ -259,12 +267,21 @@ mod tests {
     fn decimals_convert_exactly_or_not_at_all() {
         // tick 0.01 USDT with 8 decimals = 1_000_000 minor units
         assert_eq!(decimal_to_steps(d("65000.01"), 1_000_000, 8), Ok(6_500_001));
-        assert_eq!(decimal_to_steps(d("65000.015"), 1_000_000, 8), Err(UnitError::NotAMultiple));
-        assert_eq!(decimal_to_steps(d("0.000000001"), 1, 8), Err(UnitError::NotAMultiple));
+        assert_eq!(
+            decimal_to_steps(d("65000.015"), 1_000_000, 8),
+            Err(UnitError::NotAMultiple)
+        );
+        assert_eq!(
+            decimal_to_steps(d("0.000000001"), 1, 8),
+            Err(UnitError::NotAMultiple)
+        );
         assert_eq!(decimal_to_steps(d("-1"), 1, 8), Err(UnitError::OutOfRange));
         assert_eq!(decimal_to_steps(d("0"), 1, 8), Ok(0));
         assert_eq!(steps_to_decimal(6_500_001, 1_000_000, 8), d("65000.01"));
-        assert_eq!(decimal_to_steps(d("1e20"), 1, 8), Err(UnitError::OutOfRange));
+        assert_eq!(
+            decimal_to_steps(d("1e20"), 1, 8),
+            Err(UnitError::OutOfRange)
+        );
     }
 
     fn btcusdt() -> MarketSpec {
@@ -283,7 +300,10 @@ mod tests {
             price_band_bps: 0,
             max_open_orders: 200,
             status: MarketStatus::Trading,
-            fees: FeeSchedule { maker_fee_bps: -1, taker_fee_bps: 5 },
+            fees: FeeSchedule {
+                maker_fee_bps: -1,
+                taker_fee_bps: 5,
+            },
             required_permission: None,
         }
     }
@@ -296,7 +316,10 @@ mod tests {
         m.lot_size = 1; // 0.01 × 1e-8 BTC is a tenth of a minor unit
         assert_eq!(m.validate(dec), Err(SpecError::TickLotNotWhole));
         let mut m = btcusdt();
-        m.fees = FeeSchedule { maker_fee_bps: -6, taker_fee_bps: 5 };
+        m.fees = FeeSchedule {
+            maker_fee_bps: -6,
+            taker_fee_bps: 5,
+        };
         assert_eq!(m.validate(dec), Err(SpecError::BadFees));
         let mut m = btcusdt();
         m.quote = 7;

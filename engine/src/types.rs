@@ -49,7 +49,9 @@ pub enum TimeInForce {
     Ioc,
     Fok,
     /// Good till the given time (ns, sequencer clock); expired by `Command::Tick`.
-    Gtd { expire_ns: u64 },
+    Gtd {
+        expire_ns: u64,
+    },
 }
 
 /// Self-trade prevention, Binance semantics: the taker's mode decides what happens when the
@@ -99,7 +101,8 @@ impl ClientOrderId {
 
     pub fn new(s: &str) -> Result<Self, InvalidClientOrderId> {
         let b = s.as_bytes();
-        if b.is_empty() || b.len() > CLIENT_ORDER_ID_MAX_LEN || !b.iter().all(|&c| Self::allowed(c)) {
+        if b.is_empty() || b.len() > CLIENT_ORDER_ID_MAX_LEN || !b.iter().all(|&c| Self::allowed(c))
+        {
             return Err(InvalidClientOrderId);
         }
         let mut bytes = [0; CLIENT_ORDER_ID_MAX_LEN];
@@ -171,7 +174,10 @@ mod tests {
     fn client_order_id_charset_and_length() {
         assert!(ClientOrderId::new("abc-DEF_09.:/").is_ok());
         assert!(ClientOrderId::new(&"x".repeat(36)).is_ok());
-        assert_eq!(ClientOrderId::new(&"x".repeat(37)), Err(InvalidClientOrderId));
+        assert_eq!(
+            ClientOrderId::new(&"x".repeat(37)),
+            Err(InvalidClientOrderId)
+        );
         assert_eq!(ClientOrderId::new(""), Err(InvalidClientOrderId));
         assert_eq!(ClientOrderId::new("a b"), Err(InvalidClientOrderId));
         assert_eq!(ClientOrderId::new("é"), Err(InvalidClientOrderId));
