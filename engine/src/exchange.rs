@@ -219,9 +219,11 @@ pub struct Exchange {
     scratch: Vec<u32>,
 }
 
+/// Order ids are sequential, so the identity places new orders in consecutive buckets:
+/// inserts walk memory in order instead of missing the cache at random.
 #[inline]
 fn hash_id(id: OrderId) -> u64 {
-    mix64(id)
+    id
 }
 
 fn hash_client(account: AccountId, c: &ClientOrderId) -> u64 {
@@ -280,6 +282,40 @@ impl Exchange {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Touches every preallocated page now (order arena, indexes), so that the
+    /// order path never waits on the kernel zeroing a fresh page. Servers and benchmarks
+    /// call it at start-up; tests that build many small exchanges need not.
+    pub fn prefault(&mut self) {
+        let placeholder = Order {
+            id: 0,
+            remaining: 0,
+            qty: 0,
+            account: 0,
+            prev: NIL,
+            next: NIL,
+            level: NIL,
+            market: 0,
+            flags: 0,
+            client: ClientOrderId::NONE,
+        };
+        // Extend each arena to its capacity, chaining the new slots onto the free list in
+        // ascending order, so allocation keeps walking memory forwards.
+        let (from, cap) = (self.orders.len(), self.orders.capacity());
+        for i in (from..cap).rev() {
+            let mut o = placeholder;
+            o.next = self.free_order;
+            self.free_order = i as u32;
+            if i == cap - 1 {
+                self.orders.resize(cap, placeholder);
+            }
+            self.orders[i] = o;
+        }
+        // Levels are not prefaulted: far fewer than orders, they reach their high-water
+        // mark during warm-up.
+        self.order_index.prefault();
+        self.client_index.prefault();
     }
 
     /// Applies one command, writing its events to `out`.
@@ -1913,10 +1949,11 @@ impl Exchange {
         self.markets.get(market as usize).map_or(0, |m| m.update_id)
     }
 
-    /// Bytes of the order arena, level arena and indexes at their current extent: what the
-    /// book costs in memory (benchmarks divide it by the resting orders).
+    /// Bytes the books take: order arena and both order indexes at full capacity, plus the
+    /// levels in use. Divided by `max_orders`, it is the cost of a resting order in a full
+    /// book.
     pub fn book_heap_bytes(&self) -> usize {
-        self.orders.len() * std::mem::size_of::<Order>()
+        self.orders.capacity() * std::mem::size_of::<Order>()
             + self.levels.len() * std::mem::size_of::<Level>()
             + self.order_index.heap_bytes()
             + self.client_index.heap_bytes()

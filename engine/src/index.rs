@@ -89,6 +89,14 @@ impl SlotTable {
         self.buckets[hole] = 0;
     }
 
+    /// Writes every bucket, so its pages are committed before the hot path needs them.
+    pub(crate) fn prefault(&mut self) {
+        if self.len == 0 {
+            // black_box: the compiler must not drop a store of what calloc already gave.
+            std::hint::black_box(&mut self.buckets).fill(0);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -18,6 +18,7 @@
 pub mod command;
 pub mod event;
 mod exchange;
+pub mod flow;
 mod hash;
 mod index;
 pub mod spec;
