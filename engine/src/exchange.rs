@@ -139,6 +139,7 @@ impl Market {
     }
 
     /// (lower, upper) price band, if one applies now.
+    #[inline]
     fn band(&self) -> Option<(u64, u64)> {
         let b = self.spec.price_band_bps as u128;
         if b == 0 {
@@ -1693,9 +1694,6 @@ impl Exchange {
         } else {
             match spec.validate(|a| assets.get(a as usize).map(|x| x.decimals)) {
                 Err(e) => Err(RejectReason::InvalidSpec(e)),
-                Ok(_) if spec.max_open_orders > u16::MAX as u32 => {
-                    Err(RejectReason::InvalidSpec(SpecError::BadMaxOpenOrders))
-                }
                 Ok(_) if self.markets.iter().any(|m| m.spec.symbol == spec.symbol) => {
                     Err(RejectReason::InvalidSpec(SpecError::DuplicateSymbol))
                 }

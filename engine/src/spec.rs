@@ -71,7 +71,7 @@ pub struct MarketSpec {
     /// reference price if set, else the last trade price), in basis points; 0 = no band.
     /// Market orders never trade beyond the band either.
     pub price_band_bps: u32,
-    /// MAX_NUM_ORDERS: open (resting) orders per account in this market.
+    /// MAX_NUM_ORDERS: open (resting) orders per account in this market, 1 to 65,535.
     pub max_open_orders: u32,
     pub status: MarketStatus,
     pub fees: FeeSchedule,
@@ -163,7 +163,8 @@ impl MarketSpec {
         if matches!(self.required_permission, Some(p) if p >= crate::types::MAX_PERMISSIONS) {
             return Err(SpecError::BadPermission);
         }
-        if self.max_open_orders == 0 {
+        // Open orders are counted per (account, market) in 16 bits.
+        if self.max_open_orders == 0 || self.max_open_orders > u16::MAX as u32 {
             return Err(SpecError::BadMaxOpenOrders);
         }
         Ok(per)
