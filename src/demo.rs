@@ -236,11 +236,10 @@ pub fn run(seconds: Option<u64>) {
         MARKETS.len()
     );
     loop {
-        for i in 0..MARKETS.len() {
+        for (i, f) in fair.iter_mut().enumerate() {
             let market = i as MarketId;
             let spec = d.exchange.market_spec(market).expect("demo market").clone();
             // Fair value drifts by at most 2 ticks a round, and never out of its band.
-            let f = &mut fair[i];
             *f = (*f + rng.below(5))
                 .saturating_sub(2)
                 .max(spec.min_price_ticks + 100);

@@ -968,7 +968,12 @@ impl Exchange {
                 }
                 self.execute(m, t, cur, price, f, out);
                 changed = true;
-                cur = next;
+                // A maker that still has lots stays at the head of the queue: the taker
+                // comes back to it (it may afford more after a self-trade refund) and
+                // never reaches the orders behind it.
+                if self.orders[cur as usize].remaining == 0 {
+                    cur = next;
+                }
             }
             let emptied = self.levels[lvl as usize].count == 0;
             if changed {
