@@ -1,124 +1,492 @@
 //! `fulgur bench`: replay a flow through the engine and measure it.
+//!
+//! - Throughput: the flow is built in memory first, each replay's commands are remapped
+//!   into fresh markets of one exchange before its clock starts, then applied in a tight
+//!   loop; events are consumed (trades counted) as a reader would.
+//! - Latency, open loop: command `i` is due at `t0 + i / rate`; its latency is its
+//!   completion time minus its due time, so a stall counts against every command queued
+//!   behind it (no coordinated omission). Recorded in HdrHistograms, overall and per
+//!   command kind.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use fulgur_engine::flow::Flow;
-use fulgur_engine::{EngineConfig, Event, Exchange};
+use fulgur_engine::{CommandKind, EngineConfig, Event, Exchange, Sequenced};
+use hdrhistogram::Histogram;
 
 use crate::alloc::{allocations, peak_rss_bytes};
 
-/// Figures of one throughput run.
-pub struct Run {
+/// What a bench run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub flow: String,
+    pub runs: usize,
+    /// Commands measured over all runs.
     pub commands: u64,
+    /// Wall time of the measured loops, all runs.
     pub seconds: f64,
+    /// Median over runs (throughput) or overall (latency).
+    pub commands_per_sec: f64,
+    pub commands_per_sec_min: f64,
+    pub commands_per_sec_max: f64,
     pub trades: u64,
-    pub allocations: u64,
-    pub resting: usize,
-    pub book_bytes: usize,
-    pub max_orders: u32,
+    pub rejected: u64,
+    pub allocations_per_command: f64,
+    pub peak_rss_bytes: u64,
+    pub book_bytes_per_order_slot: f64,
+    pub resting_orders: usize,
     pub state_hash: u64,
+    pub timer_overhead_ns: u64,
+    pub executions_matched: u64,
+    pub executions_total: u64,
+    /// Open-loop latency (latency mode only): overall and per command kind.
+    pub rate: Option<f64>,
+    pub latency: Option<Percentiles>,
+    pub latency_by_kind: Vec<(CommandKind, u64, Percentiles)>,
 }
 
-/// Capacities sized for a flow: every order of it could rest.
-pub fn config_for(flow: &Flow) -> EngineConfig {
-    let n = (flow.commands.len() as u32).clamp(1 << 16, u32::MAX - 1);
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub p9999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"p9999\":{},\"max\":{}}}",
+            self.p50, self.p90, self.p99, self.p999, self.p9999, self.max
+        )
+    }
+}
+
+/// Capacities for `runs` replays of a flow: every order of every replay could rest.
+pub fn config_for(flow: &Flow, runs: usize) -> EngineConfig {
+    let n = (flow.commands.len() as u64 * runs as u64).clamp(1 << 16, (u32::MAX - 1) as u64) as u32;
+    let markets = (flow.markets.len() * runs).max(1) as u32;
     EngineConfig {
         max_orders: n,
         max_orders_per_market: n,
-        max_accounts: 1 << 16,
+        max_accounts: (flow.accounts + 1).max(2),
+        max_assets: flow.assets.len().max(1) as u32,
+        max_markets: markets,
+        max_gtd_orders: n,
         ..EngineConfig::default()
     }
 }
 
-/// Applies the setup, then times the flow's commands in a tight loop. Events are consumed
-/// (trades counted) as a real reader would, into a buffer cleared per command.
-pub fn throughput_once(flow: &Flow) -> Run {
-    let mut ex = Exchange::new(config_for(flow));
-    ex.prefault();
-    let mut out: Vec<Event> = Vec::with_capacity(1 << 16);
-    for c in &flow.setup {
-        ex.apply(c, &mut out);
+/// One exchange that replays a flow again and again into fresh markets.
+pub struct Replayer<'f> {
+    flow: &'f Flow,
+    pub exchange: Exchange,
+    pub out: Vec<Event>,
+    seq: u64,
+    runs: u32,
+}
+
+/// One replay's commands, remapped and ready, plus what to check.
+pub struct Prepared {
+    pub commands: Vec<Sequenced>,
+    /// `expect[i]`: the engine order id the first trade of command `i` should hit, or 0.
+    pub expect: Vec<u64>,
+}
+
+impl<'f> Replayer<'f> {
+    pub fn new(flow: &'f Flow, runs: usize) -> Self {
+        let mut exchange = Exchange::new(config_for(flow, runs));
+        exchange.prefault();
+        Replayer {
+            flow,
+            exchange,
+            out: Vec::with_capacity(1 << 16),
+            seq: 0,
+            runs: 0,
+        }
     }
-    let mut trades = 0u64;
-    let allocs_before = allocations();
-    let t0 = Instant::now();
-    for c in &flow.commands {
-        out.clear();
-        ex.apply(c, &mut out);
-        for e in &out {
-            if let Event::Trade { .. } = e {
-                trades += 1;
+
+    /// Sets up the next replay's markets and funding; returns its commands (untimed work).
+    pub fn prepare(&mut self) -> Prepared {
+        let rep = self.runs;
+        self.runs += 1;
+        for command in self.flow.setup_commands(rep) {
+            self.seq += 1;
+            self.out.clear();
+            let c = Sequenced {
+                seq: self.seq,
+                ts_ns: 0,
+                command,
+            };
+            self.exchange.apply(&c, &mut self.out);
+            assert!(
+                !self
+                    .out
+                    .iter()
+                    .any(|e| matches!(e, Event::CommandRejected { .. })),
+                "setup of flow {} refused: {:?}",
+                self.flow.name,
+                self.out
+            );
+        }
+        let market_offset = rep * self.flow.markets.len() as u32;
+        let id_offset = self.exchange.next_order_id() - 1;
+        let commands = self.flow.remapped(market_offset, id_offset, self.seq);
+        self.seq += commands.len() as u64;
+        let mut expect = vec![0; commands.len()];
+        for &(i, id) in &self.flow.expected_makers {
+            expect[i as usize] = id + id_offset;
+        }
+        Prepared { commands, expect }
+    }
+}
+
+/// Counters a measured loop keeps while consuming events.
+#[derive(Default)]
+struct Tally {
+    trades: u64,
+    rejected: u64,
+    matched: u64,
+    total: u64,
+}
+
+impl Tally {
+    #[inline]
+    fn consume(&mut self, out: &[Event], expect: u64) {
+        for e in out {
+            match e {
+                Event::Trade { .. } => self.trades += 1,
+                Event::OrderRejected { .. }
+                | Event::CancelRejected { .. }
+                | Event::CommandRejected { .. } => self.rejected += 1,
+                _ => {}
+            }
+        }
+        if expect != 0 {
+            self.total += 1;
+            let first = out.iter().find_map(|e| match e {
+                Event::Trade { maker_order, .. } => Some(*maker_order),
+                _ => None,
+            });
+            if first == Some(expect) {
+                self.matched += 1;
             }
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    let allocations = allocations() - allocs_before;
-    Run {
-        commands: flow.commands.len() as u64,
-        seconds,
-        trades,
-        allocations,
-        resting: ex.resting_orders(),
-        book_bytes: ex.book_heap_bytes(),
-        max_orders: ex.config().max_orders,
-        state_hash: ex.state_hash(),
-    }
+}
+
+/// Median clock-read cost, ns: what each latency sample carries as overhead.
+pub fn timer_overhead_ns() -> u64 {
+    let mut samples: Vec<u64> = (0..101)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..1000 {
+                std::hint::black_box(Instant::now());
+            }
+            t0.elapsed().as_nanos() as u64 / 1000
+        })
+        .collect();
+    samples.sort_unstable();
+    samples[50]
+}
+
+fn finish(mut r: Report, rep: &Replayer, tally: &Tally, allocs: u64) -> Report {
+    r.trades = tally.trades;
+    r.rejected = tally.rejected;
+    r.executions_matched = tally.matched;
+    r.executions_total = tally.total;
+    r.allocations_per_command = allocs as f64 / r.commands.max(1) as f64;
+    r.peak_rss_bytes = peak_rss_bytes().unwrap_or(0);
+    r.resting_orders = rep.exchange.resting_orders();
+    r.book_bytes_per_order_slot =
+        rep.exchange.book_heap_bytes() as f64 / rep.exchange.config().max_orders as f64;
+    r.state_hash = rep.exchange.state_hash();
+    r.timer_overhead_ns = timer_overhead_ns();
+    r
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
-pub fn throughput(name: &str, flow: &Flow, repeat: usize, json: bool) {
-    let runs: Vec<Run> = (0..repeat.max(1)).map(|_| throughput_once(flow)).collect();
-    let hashes_agree = runs.iter().all(|r| r.state_hash == runs[0].state_hash);
-    assert!(hashes_agree, "the same flow gave different state hashes");
-    let mut rates: Vec<f64> = runs.iter().map(|r| r.commands as f64 / r.seconds).collect();
-    let (lo, hi) = (
-        rates.iter().cloned().fold(f64::INFINITY, f64::min),
-        rates.iter().cloned().fold(0.0, f64::max),
-    );
-    let med = median(&mut rates);
-    let mut secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
-    let med_secs = median(&mut secs);
-    let last = runs.last().expect("at least one run");
-    let allocs_per_cmd = runs.iter().map(|r| r.allocations).sum::<u64>() as f64
-        / runs.iter().map(|r| r.commands).sum::<u64>() as f64;
-    let bytes_per_order = last.book_bytes as f64 / last.max_orders as f64;
-    let rss = peak_rss_bytes().unwrap_or(0);
-    if json {
-        println!(
-            "{{\"flow\":\"{name}\",\"runs\":{},\"commands\":{},\"seconds\":{med_secs:.6},\"commands_per_sec\":{med:.0},\"commands_per_sec_min\":{lo:.0},\"commands_per_sec_max\":{hi:.0},\"trades\":{},\"allocations_per_command\":{allocs_per_cmd},\"resting_orders\":{},\"book_bytes_per_order_slot\":{bytes_per_order:.1},\"peak_rss_bytes\":{rss},\"state_hash\":\"{:016x}\"}}",
-            runs.len(), last.commands, last.trades, last.resting, last.state_hash
+/// Throughput: `runs` replays into fresh markets of one exchange.
+pub fn throughput(flow: &Flow, runs: usize) -> Report {
+    let runs = runs.max(1);
+    let mut rep = Replayer::new(flow, runs);
+    let mut tally = Tally::default();
+    let mut rates = Vec::with_capacity(runs);
+    let mut seconds = 0.0;
+    let mut allocs = 0;
+    let mut commands = 0;
+    for _ in 0..runs {
+        let p = rep.prepare();
+        let out = &mut rep.out;
+        let a0 = allocations();
+        let t0 = Instant::now();
+        for (c, &expect) in p.commands.iter().zip(&p.expect) {
+            out.clear();
+            rep.exchange.apply(c, out);
+            tally.consume(out, expect);
+        }
+        let s = t0.elapsed().as_secs_f64();
+        allocs += allocations() - a0;
+        seconds += s;
+        commands += p.commands.len() as u64;
+        rates.push(p.commands.len() as f64 / s);
+    }
+    let lo = rates.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = rates.iter().cloned().fold(0.0, f64::max);
+    let r = Report {
+        flow: flow.name.clone(),
+        runs,
+        commands,
+        seconds,
+        commands_per_sec: median(&mut rates),
+        commands_per_sec_min: lo,
+        commands_per_sec_max: hi,
+        ..Report::default()
+    };
+    finish(r, &rep, &tally, allocs)
+}
+
+/// Open-loop latency at `rate` commands/s over `runs` replays.
+pub fn latency(flow: &Flow, runs: usize, rate: f64) -> Report {
+    assert!(rate > 0.0, "rate must be positive");
+    let runs = runs.max(1);
+    let mut rep = Replayer::new(flow, runs);
+    let prepared: Vec<Prepared> = (0..runs).map(|_| rep.prepare()).collect();
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds");
+    let mut all = new_hist();
+    let mut by_kind: Vec<Histogram<u64>> = CommandKind::ALL.iter().map(|_| new_hist()).collect();
+    let mut tally = Tally::default();
+    let interval_ns = 1e9 / rate;
+    let mut i = 0u64;
+    let a0 = allocations();
+    let t0 = Instant::now();
+    for p in &prepared {
+        for (c, &expect) in p.commands.iter().zip(&p.expect) {
+            let due = (i as f64 * interval_ns) as u64;
+            i += 1;
+            // Wait for the command's due time (never for a late one: it is already queued).
+            while (t0.elapsed().as_nanos() as u64) < due {
+                std::hint::spin_loop();
+            }
+            rep.out.clear();
+            rep.exchange.apply(c, &mut rep.out);
+            let done = t0.elapsed().as_nanos() as u64;
+            let lat = (done - due).max(1);
+            all.saturating_record(lat);
+            by_kind[c.command.kind() as usize].saturating_record(lat);
+            tally.consume(&rep.out, expect);
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let allocs = allocations() - a0;
+    let latency_by_kind = CommandKind::ALL
+        .iter()
+        .zip(&by_kind)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(k, h)| (*k, h.len(), Percentiles::of(h)))
+        .collect();
+    let r = Report {
+        flow: flow.name.clone(),
+        runs,
+        commands: i,
+        seconds,
+        commands_per_sec: i as f64 / seconds,
+        commands_per_sec_min: i as f64 / seconds,
+        commands_per_sec_max: i as f64 / seconds,
+        rate: Some(rate),
+        latency: Some(Percentiles::of(&all)),
+        latency_by_kind,
+        ..Report::default()
+    };
+    finish(r, &rep, &tally, allocs)
+}
+
+impl Report {
+    pub fn json(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "{{\"flow\":\"{}\",\"runs\":{},\"commands\":{},\"seconds\":{:.6},\"commands_per_sec\":{:.0},\"commands_per_sec_min\":{:.0},\"commands_per_sec_max\":{:.0},\"trades\":{},\"rejected\":{},\"allocations_per_command\":{},\"peak_rss_bytes\":{},\"book_bytes_per_order_slot\":{:.1},\"resting_orders\":{},\"state_hash\":\"{:016x}\",\"timer_overhead_ns\":{}",
+            self.flow,
+            self.runs,
+            self.commands,
+            self.seconds,
+            self.commands_per_sec,
+            self.commands_per_sec_min,
+            self.commands_per_sec_max,
+            self.trades,
+            self.rejected,
+            self.allocations_per_command,
+            self.peak_rss_bytes,
+            self.book_bytes_per_order_slot,
+            self.resting_orders,
+            self.state_hash,
+            self.timer_overhead_ns
         );
-    } else {
-        println!("flow                      {name}");
-        println!("runs                      {}", runs.len());
-        println!("commands                  {}", last.commands);
-        println!("trades                    {}", last.trades);
-        println!("seconds (median)          {med_secs:.4}");
-        println!("commands/s (median)       {:.2} M", med / 1e6);
-        println!(
-            "commands/s (min .. max)   {:.2} .. {:.2} M",
-            lo / 1e6,
-            hi / 1e6
+        if self.executions_total > 0 {
+            let _ = write!(
+                s,
+                ",\"executions_matched\":{},\"executions_total\":{}",
+                self.executions_matched, self.executions_total
+            );
+        }
+        if let (Some(rate), Some(l)) = (self.rate, self.latency) {
+            let _ = write!(s, ",\"rate\":{rate:.0},\"latency_ns\":{}", l.json());
+            s.push_str(",\"latency_ns_by_kind\":{");
+            for (i, (k, n, p)) in self.latency_by_kind.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                let _ = write!(
+                    s,
+                    "{sep}\"{k:?}\":{{\"count\":{n},\"latency_ns\":{}}}",
+                    p.json()
+                );
+            }
+            s.push('}');
+        }
+        s.push('}');
+        s
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(s, "{k:<28}{v}");
+        };
+        row("flow", self.flow.clone());
+        row("runs", self.runs.to_string());
+        row("commands (all runs)", self.commands.to_string());
+        row("trades", self.trades.to_string());
+        row("rejected commands", self.rejected.to_string());
+        row("seconds (all runs)", format!("{:.4}", self.seconds));
+        match self.latency {
+            None => {
+                row(
+                    "commands/s (median run)",
+                    format!("{:.2} M", self.commands_per_sec / 1e6),
+                );
+                row(
+                    "commands/s (min .. max)",
+                    format!(
+                        "{:.2} .. {:.2} M",
+                        self.commands_per_sec_min / 1e6,
+                        self.commands_per_sec_max / 1e6
+                    ),
+                );
+            }
+            Some(l) => {
+                row(
+                    "offered rate",
+                    format!("{:.2} M/s", self.rate.unwrap_or(0.0) / 1e6),
+                );
+                row(
+                    "achieved rate",
+                    format!("{:.2} M/s", self.commands_per_sec / 1e6),
+                );
+                row(
+                    "latency ns p50/p90/p99",
+                    format!("{} / {} / {}", l.p50, l.p90, l.p99),
+                );
+                row(
+                    "latency ns p99.9/p99.99/max",
+                    format!("{} / {} / {}", l.p999, l.p9999, l.max),
+                );
+                for (k, n, p) in &self.latency_by_kind {
+                    row(
+                        &format!("  {k:?}"),
+                        format!(
+                            "n={n} p50 {} p99 {} p99.9 {} max {}",
+                            p.p50, p.p99, p.p999, p.max
+                        ),
+                    );
+                }
+            }
+        }
+        if self.executions_total > 0 {
+            row(
+                "executions matched",
+                format!(
+                    "{} / {} ({:.3}%)",
+                    self.executions_matched,
+                    self.executions_total,
+                    100.0 * self.executions_matched as f64 / self.executions_total as f64
+                ),
+            );
+        }
+        row(
+            "allocations/command",
+            format!("{:.6}", self.allocations_per_command),
         );
-        println!("allocations/command       {allocs_per_cmd:.6}");
-        println!("resting orders at end     {}", last.resting);
-        println!(
-            "book bytes/order slot     {bytes_per_order:.1}  (max_orders {})",
-            last.max_orders
+        row(
+            "book bytes/order slot",
+            format!("{:.1}", self.book_bytes_per_order_slot),
         );
-        println!(
-            "peak RSS                  {:.1} MiB",
-            rss as f64 / (1 << 20) as f64
+        row("resting orders at end", self.resting_orders.to_string());
+        row(
+            "peak RSS",
+            format!(
+                "{:.1} MiB",
+                self.peak_rss_bytes as f64 / (1u64 << 20) as f64
+            ),
         );
-        println!("state hash                {:016x}", last.state_hash);
+        row("timer overhead", format!("{} ns", self.timer_overhead_ns));
+        row("state hash", format!("{:016x}", self.state_hash));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_and_latency_replay_the_same_state() {
+        let flow = fulgur_engine::flow::liquibook(5_000, 1, 50);
+        let t = throughput(&flow, 2);
+        let l = latency(&flow, 2, 1e6);
+        assert_eq!(t.commands, 10_000);
+        assert_eq!(t.rejected, 0);
+        assert!(t.trades > 0);
+        assert_eq!((t.trades, t.state_hash), (l.trades, l.state_hash));
+        let lat = l.latency.unwrap();
+        assert!(lat.p50 > 0 && lat.p50 <= lat.p99 && lat.p99 <= lat.max);
+        let j = l.json();
+        for key in [
+            "\"commands\":",
+            "\"commands_per_sec\":",
+            "\"latency_ns\":{\"p50\"",
+            "\"p9999\"",
+            "\"allocations_per_command\"",
+            "\"peak_rss_bytes\"",
+            "\"state_hash\"",
+            "\"timer_overhead_ns\"",
+        ] {
+            assert!(j.contains(key), "{key} missing from {j}");
+        }
     }
 }

@@ -1,10 +1,7 @@
-//! `fulgur`: the exchange binary. Run `fulgur --help` for the manual.
+//! `fulgur`: the exchange binary. `fulgur --help` is the manual.
 
-mod alloc;
-mod bench;
-mod demo;
-
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fulgur::{alloc, bench, demo, flows};
 
 #[global_allocator]
 static GLOBAL: alloc::CountingMimalloc = alloc::CountingMimalloc;
@@ -34,50 +31,77 @@ enum Cmd {
     },
 }
 
+#[derive(Args)]
+struct FlowArgs {
+    /// The flow: KIND or KIND:PATH. Kinds: liquibook (generated: --orders, --seed).
+    #[arg(long, default_value = "liquibook")]
+    flow: String,
+    /// Orders of a generated flow.
+    #[arg(long, default_value_t = 1_000_000)]
+    orders: usize,
+    /// Seed of a generated flow.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Accounts a generated flow spreads its orders over.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: u32,
+    /// Replays, each into fresh markets of the same exchange.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// The whole flow is built in memory first, then applied in a tight loop; prints the
-    /// median of the runs.
+    /// The flow is built in memory first, then applied in a tight loop; prints the median
+    /// commands/s of the replays.
     Throughput {
-        /// Flow kind: `liquibook` (Liquibook's insert stream).
-        #[arg(long, default_value = "liquibook")]
-        flow: String,
-        /// Orders in a generated flow.
-        #[arg(long, default_value_t = 1_000_000)]
-        orders: usize,
-        /// Seed of a generated flow.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Runs, each into a fresh exchange; the median is reported.
-        #[arg(long, default_value_t = 5)]
-        repeat: usize,
-        /// One JSON object on stdout instead of the table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        flow: FlowArgs,
     },
+    /// Open loop: command i is due at t0 + i/rate; latency = completion - due time, so a
+    /// stall counts against every command behind it. Percentiles overall and per kind.
+    Latency {
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// Offered load, commands per second.
+        #[arg(long, default_value_t = 1_000_000.0)]
+        rate: f64,
+    },
+}
+
+fn load(a: &FlowArgs) -> fulgur_engine::flow::Flow {
+    let opts = flows::FlowOpts {
+        orders: a.orders,
+        seed: a.seed,
+        accounts: a.accounts,
+    };
+    flows::load(&a.flow, &opts).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    })
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Demo { seconds } => demo::run(seconds),
-        Cmd::Bench { kind } => match kind {
-            BenchCmd::Throughput {
-                flow,
-                orders,
-                seed,
-                repeat,
-                json,
-            } => {
-                let f = match flow.as_str() {
-                    "liquibook" => fulgur_engine::flow::liquibook(orders, seed, 1_000),
-                    other => {
-                        eprintln!("error: unknown flow kind '{other}' (known: liquibook)");
-                        std::process::exit(2);
-                    }
-                };
-                bench::throughput(&flow, &f, repeat, json);
+        Cmd::Bench { kind } => {
+            let (report, json) = match kind {
+                BenchCmd::Throughput { flow } => {
+                    (bench::throughput(&load(&flow), flow.repeat), flow.json)
+                }
+                BenchCmd::Latency { flow, rate } => {
+                    (bench::latency(&load(&flow), flow.repeat, rate), flow.json)
+                }
+            };
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
             }
-        },
+        }
     }
 }

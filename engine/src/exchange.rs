@@ -1935,6 +1935,11 @@ impl Exchange {
         v
     }
 
+    /// The id the next accepted order will get.
+    pub fn next_order_id(&self) -> OrderId {
+        self.next_order_id
+    }
+
     pub fn resting_orders(&self) -> usize {
         self.resting as usize
     }
