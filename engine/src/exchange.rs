@@ -369,6 +369,25 @@ impl Exchange {
             } => self.set_permission(*account, *permission, false, out),
             Command::Tick => self.tick(cmd.ts_ns, out),
         }
+        // O(1) per market touched: cheap enough to hold on every command in tests.
+        #[cfg(debug_assertions)]
+        if let Command::PlaceOrder(PlaceOrder { market, .. }) | Command::AmendOrder { market, .. } =
+            &cmd.command
+        {
+            self.debug_assert_not_crossed(*market);
+        }
+    }
+
+    #[cfg(debug_assertions)]
+    fn debug_assert_not_crossed(&self, market: MarketId) {
+        if let (Some(b), Some(a)) = (self.best(market, Side::Buy), self.best(market, Side::Sell)) {
+            debug_assert!(
+                b.0 < a.0,
+                "market {market} crossed: bid {} ask {}",
+                b.0,
+                a.0
+            );
+        }
     }
 
     // ----- ledger helpers -----
@@ -1045,6 +1064,7 @@ impl Exchange {
                 (taker_recv as u128 * fees.maker_fee_bps.unsigned_abs() as u128 / 10_000) as u64,
             )
         };
+        debug_assert!(rebate <= taker_fee && taker_fee <= taker_recv && maker_fee <= maker_recv);
         let fill = Fill {
             base,
             quote,
