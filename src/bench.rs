@@ -145,12 +145,21 @@ impl<'f> Replayer<'f> {
         }
         let market_offset = rep * self.flow.markets.len() as u32;
         let id_offset = self.exchange.next_order_id() - 1;
-        let commands = self.flow.remapped(market_offset, id_offset, self.seq);
+        let mut commands = self.flow.remapped(market_offset, id_offset, self.seq);
         self.seq += commands.len() as u64;
         let mut expect = vec![0; commands.len()];
         for &(i, id) in &self.flow.expected_makers {
-            expect[i as usize] = id + id_offset;
+            if let Some(e) = expect.get_mut(i as usize) {
+                *e = id + id_offset;
+            }
         }
+        // The flow's warm-up (a book fill) is applied now, before any clock starts.
+        let warmup = self.flow.warmup.min(commands.len());
+        for c in commands.drain(..warmup) {
+            self.out.clear();
+            self.exchange.apply(&c, &mut self.out);
+        }
+        expect.drain(..warmup);
         Prepared { commands, expect }
     }
 }

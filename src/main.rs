@@ -29,16 +29,31 @@ enum Cmd {
         #[command(subcommand)]
         kind: BenchCmd,
     },
+    /// Order-flow files.
+    Flow {
+        #[command(subcommand)]
+        kind: FlowCmd,
+    },
 }
 
 #[derive(Args)]
 struct FlowArgs {
-    /// The flow: KIND or KIND:PATH. Kinds: liquibook (generated: --orders, --seed).
+    /// The flow: KIND or KIND:PATH. lobster and bitfinex read the real files in
+    /// ../shared/orderflow/ unless a PATH is given; liquibook (generated: --orders, --seed,
+    /// --accounts);
+    /// synthetic (generated: --orders commands after filling --book orders in each of
+    /// --markets markets, --accounts, --seed); native:FILE.fcmd (see `fulgur flow convert`).
     #[arg(long, default_value = "liquibook")]
     flow: String,
-    /// Orders of a generated flow.
+    /// Orders (liquibook) or commands after the fill (synthetic) of a generated flow.
     #[arg(long, default_value_t = 1_000_000)]
     orders: usize,
+    /// Markets of a synthetic flow.
+    #[arg(long, default_value_t = 10)]
+    markets: u32,
+    /// Resting orders per market a synthetic flow keeps its book near.
+    #[arg(long, default_value_t = 1_000)]
+    book: usize,
     /// Seed of a generated flow.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -51,6 +66,18 @@ struct FlowArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum FlowCmd {
+    /// Write a flow as a native `.fcmd` file (fixed-size records: no parsing in timed loops).
+    Convert {
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// The file to write.
+        #[arg(long)]
+        out: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +104,8 @@ fn load(a: &FlowArgs) -> fulgur_engine::flow::Flow {
         orders: a.orders,
         seed: a.seed,
         accounts: a.accounts,
+        markets: a.markets,
+        book: a.book,
     };
     flows::load(&a.flow, &opts).unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -88,6 +117,20 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Demo { seconds } => demo::run(seconds),
+        Cmd::Flow {
+            kind: FlowCmd::Convert { flow, out },
+        } => {
+            let f = load(&flow);
+            if let Err(e) = flows::convert(&f, &out) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            println!(
+                "wrote {} commands of flow '{}' to {out}",
+                f.commands.len(),
+                f.name
+            );
+        }
         Cmd::Bench { kind } => {
             let (report, json) = match kind {
                 BenchCmd::Throughput { flow } => {

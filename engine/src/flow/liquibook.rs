@@ -38,6 +38,7 @@ pub fn liquibook(n: usize, seed: u64, accounts: u32) -> Flow {
         // thousands of accounts over many replays stay within one asset's u64 supply.
         funding: 1 << 40,
         commands: sequence(cmds),
+        warmup: 0,
         skipped: Vec::new(),
         expected_makers: Vec::new(),
     }

@@ -7,8 +7,17 @@
 //!
 //! Kinds:
 //! - `liquibook`: Liquibook's insert benchmark stream.
+//! - `lobster`: LOBSTER message files (NASDAQ market-by-order), streamed from any `BufRead`.
+//! - `bitfinex`: Bitfinex raw-book (L3) WebSocket recordings, streamed from any `BufRead`.
+//! - `synthetic`: exchange-core-style generated flow (GTC, IOC, market, cancel, amend) over
+//!   many accounts and markets, with cancels and amends that always hit live orders.
+//! - `native`: the `.fcmd` binary command file (fixed-size records) that stores any flow.
 
+pub mod bitfinex;
 pub mod liquibook;
+pub mod lobster;
+pub mod native;
+pub mod synthetic;
 
 pub use liquibook::liquibook;
 
@@ -52,6 +61,9 @@ pub struct Flow {
     /// Market ids index `markets`; order ids count from 1 in acceptance order; `seq` counts
     /// from 1; `ts_ns` is the source's time where it has one.
     pub commands: Vec<Sequenced>,
+    /// How many leading commands only prepare the state to measure (a synthetic flow's
+    /// book fill): benchmarks apply them before their clock starts.
+    pub warmup: usize,
     /// Input the loader passed over, by reason, with counts.
     pub skipped: Vec<(String, u64)>,
     /// Executions to check price-time priority against (LOBSTER): (index into `commands` of
