@@ -44,6 +44,49 @@ pub struct Report {
     pub rate: Option<f64>,
     pub latency: Option<Percentiles>,
     pub latency_by_kind: Vec<(CommandKind, u64, Percentiles)>,
+    /// Service time: from the moment the engine could start a command (its due time, or the
+    /// previous command's completion if later) to its completion. No queueing in it.
+    pub service: Option<Percentiles>,
+    /// The machine's own stalls, measured in the same run by a bare clock-spin loop.
+    pub jitter: Option<Jitter>,
+}
+
+/// How often a bare spin loop on this machine loses the CPU: gaps between consecutive clock
+/// reads, per second. An open-loop tail can be no better than this.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Jitter {
+    pub seconds: f64,
+    pub gaps_over_1us_per_sec: f64,
+    pub gaps_over_20us_per_sec: f64,
+    pub gaps_over_100us_per_sec: f64,
+    pub max_gap_ns: u64,
+}
+
+/// Spins for `seconds`, counting gaps between consecutive clock reads.
+pub fn machine_jitter(seconds: f64) -> Jitter {
+    let t0 = Instant::now();
+    let limit = (seconds * 1e9) as u64;
+    let (mut last, mut g1, mut g20, mut g100, mut max) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    loop {
+        let now = t0.elapsed().as_nanos() as u64;
+        let gap = now - last;
+        last = now;
+        g1 += (gap > 1_000) as u64;
+        g20 += (gap > 20_000) as u64;
+        g100 += (gap > 100_000) as u64;
+        max = max.max(gap);
+        if now >= limit {
+            break;
+        }
+    }
+    let s = last as f64 / 1e9;
+    Jitter {
+        seconds: s,
+        gaps_over_1us_per_sec: g1 as f64 / s,
+        gaps_over_20us_per_sec: g20 as f64 / s,
+        gaps_over_100us_per_sec: g100 as f64 / s,
+        max_gap_ns: max,
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -291,6 +334,8 @@ pub fn latency(flow: &Flow, runs: usize, rate: f64) -> Report {
     // One histogram per command kind; the overall one is their sum, so each command costs
     // one record and one clock read (the completion time doubles as "now" for the next wait).
     let mut by_kind: Vec<Histogram<u64>> = CommandKind::ALL.iter().map(|_| new_hist()).collect();
+    let mut service = new_hist();
+    let jitter = machine_jitter(0.5);
     let mut tally = Tally::default();
     let interval_ns = 1e9 / rate;
     let mut i = 0u64;
@@ -307,10 +352,14 @@ pub fn latency(flow: &Flow, runs: usize, rate: f64) -> Report {
                 std::hint::spin_loop();
                 now = elapsed_ns();
             }
+            // `now` is when the engine could start: the due time (the spin just reached it)
+            // or, for a late command, the previous completion.
+            let start = now;
             rep.out.clear();
             rep.exchange.apply(c, &mut rep.out);
             now = elapsed_ns();
             by_kind[c.command.kind() as usize].saturating_record((now - due).max(1));
+            service.saturating_record((now - start).max(1));
             tally.consume(&rep.out, expect);
         }
     }
@@ -337,6 +386,8 @@ pub fn latency(flow: &Flow, runs: usize, rate: f64) -> Report {
         rate: Some(rate),
         latency: Some(Percentiles::of(&all)),
         latency_by_kind,
+        service: Some(Percentiles::of(&service)),
+        jitter: Some(jitter),
         ..Report::default()
     };
     finish(r, &rep, &tally, allocs)
@@ -384,6 +435,16 @@ impl Report {
             }
             s.push('}');
         }
+        if let Some(p) = self.service {
+            let _ = write!(s, ",\"service_ns\":{}", p.json());
+        }
+        if let Some(j) = self.jitter {
+            let _ = write!(
+                s,
+                ",\"machine_jitter\":{{\"seconds\":{:.3},\"gaps_over_1us_per_sec\":{:.0},\"gaps_over_20us_per_sec\":{:.0},\"gaps_over_100us_per_sec\":{:.0},\"max_gap_ns\":{}}}",
+                j.seconds, j.gaps_over_1us_per_sec, j.gaps_over_20us_per_sec, j.gaps_over_100us_per_sec, j.max_gap_ns
+            );
+        }
         s.push('}');
         s
     }
@@ -391,7 +452,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let mut row = |k: &str, v: String| {
-            let _ = writeln!(s, "{k:<28}{v}");
+            let _ = writeln!(s, "{k:<30}{v}");
         };
         row("flow", self.flow.clone());
         row("runs", self.runs.to_string());
@@ -431,6 +492,24 @@ impl Report {
                     "latency ns p99.9/p99.99/max",
                     format!("{} / {} / {}", l.p999, l.p9999, l.max),
                 );
+                if let Some(p) = self.service {
+                    row(
+                        "service ns p50/p99/p99.9",
+                        format!("{} / {} / {} (max {})", p.p50, p.p99, p.p999, p.max),
+                    );
+                }
+                if let Some(j) = self.jitter {
+                    row(
+                        "machine stalls/s >1/20/100us",
+                        format!(
+                            "{:.0} / {:.0} / {:.0} (max {} us, bare spin loop)",
+                            j.gaps_over_1us_per_sec,
+                            j.gaps_over_20us_per_sec,
+                            j.gaps_over_100us_per_sec,
+                            j.max_gap_ns / 1000
+                        ),
+                    );
+                }
                 for (k, n, p) in &self.latency_by_kind {
                     row(
                         &format!("  {k:?}"),

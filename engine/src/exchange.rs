@@ -139,7 +139,7 @@ impl Market {
     }
 
     /// (lower, upper) price band, if one applies now.
-    #[inline]
+    #[inline(always)]
     fn band(&self) -> Option<(u64, u64)> {
         let b = self.spec.price_band_bps as u128;
         if b == 0 {
