@@ -119,9 +119,12 @@ impl Percentiles {
     }
 }
 
-/// Capacities for `runs` replays of a flow: every order of every replay could rest.
+/// Capacities for `runs` replays of a flow: every order of every replay could rest. Order
+/// capacity is a power of two, where the id indexes cost exactly 16 bytes a slot.
 pub fn config_for(flow: &Flow, runs: usize) -> EngineConfig {
-    let n = (flow.commands.len() as u64 * runs as u64).clamp(1 << 16, (u32::MAX - 1) as u64) as u32;
+    let n = (flow.commands.len() as u64 * runs as u64)
+        .next_power_of_two()
+        .clamp(1 << 16, 1 << 31) as u32;
     let markets = (flow.markets.len() * runs).max(1) as u32;
     EngineConfig {
         max_orders: n,

@@ -179,7 +179,8 @@ pub struct EngineConfig {
     pub max_accounts: u32,
     pub max_assets: u32,
     pub max_markets: u32,
-    /// Resting orders across all markets.
+    /// Resting orders across all markets. A slot costs 80 bytes plus 16 for the order-id
+    /// and client-id indexes at a power of two (up to 32 elsewhere: the indexes round up).
     pub max_orders: u32,
     /// Resting orders in one market.
     pub max_orders_per_market: u32,
