@@ -366,12 +366,12 @@ pub fn latency(flow: &Flow, runs: usize, rate: f64) -> Report {
             tally.consume(&rep.out, expect);
         }
     }
+    let seconds = t0.elapsed().as_secs_f64();
+    let allocs = allocations() - a0;
     let mut all = new_hist();
     for h in &by_kind {
         all.add(h).expect("same bounds");
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    let allocs = allocations() - a0;
     let latency_by_kind = CommandKind::ALL
         .iter()
         .zip(&by_kind)
@@ -553,7 +553,58 @@ impl Report {
         );
         row("timer overhead", format!("{} ns", self.timer_overhead_ns));
         row("state hash", format!("{:016x}", self.state_hash));
+        for (goal, met) in self.goals() {
+            row(if met { "goal met" } else { "goal NOT met" }, goal);
+        }
         s
+    }
+
+    /// The project's goals for this kind of run, each with whether this run met it.
+    pub fn goals(&self) -> Vec<(String, bool)> {
+        let mut g = vec![
+            (
+                format!(
+                    "0 allocations per command ({})",
+                    self.allocations_per_command
+                ),
+                self.allocations_per_command == 0.0,
+            ),
+            (
+                format!(
+                    "< 100 bytes per resting order ({:.1})",
+                    self.book_bytes_per_order_slot
+                ),
+                self.book_bytes_per_order_slot < 100.0,
+            ),
+        ];
+        match (self.latency, self.service) {
+            (None, _) if matches!(self.flow.as_str(), "liquibook" | "lobster") => g.push((
+                format!(
+                    ">= 10 M commands/s on {} ({:.2} M)",
+                    self.flow,
+                    self.commands_per_sec / 1e6
+                ),
+                self.commands_per_sec >= 10e6,
+            )),
+            (Some(l), Some(sv)) => {
+                g.push((
+                    format!("engine p99 per command < 1 us (service p99 {} ns)", sv.p99),
+                    sv.p99 < 1_000,
+                ));
+                if self.rate.is_some_and(|r| r >= 5e6) {
+                    g.push((
+                        format!("open loop p99 < 2 us ({} ns)", l.p99),
+                        l.p99 < 2_000,
+                    ));
+                    g.push((
+                        format!("open loop p99.9 < 10 us ({} ns)", l.p999),
+                        l.p999 < 10_000,
+                    ));
+                }
+            }
+            _ => {}
+        }
+        g
     }
 }
 
