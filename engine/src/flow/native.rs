@@ -391,7 +391,8 @@ fn put_market(r: &mut Rec, m: &MarketSpec) {
     put_text(r, 35, 116, &m.symbol);
 }
 
-fn encode_command(c: &Sequenced) -> Rec {
+/// One command as its 144-byte record (the layout above): what the journal stores.
+pub fn encode_command(c: &Sequenced) -> [u8; RECORD_SIZE] {
     let mut r = [0u8; RECORD_SIZE];
     r[0] = T_COMMAND;
     put(&mut r, 8, c.seq.to_le_bytes());
@@ -812,6 +813,18 @@ impl<R: Read> Records<R> {
     }
 }
 
+/// A command from its 144-byte record; `record` numbers the record in error messages.
+pub fn decode_command(rec: &[u8; RECORD_SIZE], record: u64) -> Result<Sequenced, NativeError> {
+    if rec[0] != T_COMMAND {
+        return Err(NativeError::BadRecordType {
+            record,
+            expected: T_COMMAND,
+            found: rec[0],
+        });
+    }
+    Decoder { record }.command(rec)
+}
+
 /// Room reserved up front for a section: the header's count, but not more than a modest
 /// amount, so that a corrupt count cannot ask for gigabytes before the records run out.
 fn capacity(count: u64) -> usize {
@@ -903,6 +916,31 @@ pub fn read(r: impl Read) -> Result<Flow, NativeError> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(NativeError::Io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod command_record_tests {
+    use super::*;
+
+    #[test]
+    fn a_command_record_round_trips_and_a_wrong_type_is_an_error() {
+        let c = Sequenced {
+            seq: 7,
+            ts_ns: 9,
+            command: Command::CancelAll {
+                account: 3,
+                market: Some(1),
+            },
+        };
+        let r = encode_command(&c);
+        assert_eq!(decode_command(&r, 0).unwrap(), c);
+        let mut bad = r;
+        bad[0] = T_ASSET;
+        assert!(matches!(
+            decode_command(&bad, 5),
+            Err(NativeError::BadRecordType { record: 5, .. })
+        ));
     }
 }
 
