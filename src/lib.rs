@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod bench;
 pub mod demo;
 pub mod flows;
+pub mod pipeline;
 
 // The library's own tests count allocations the way the binary does.
 #[cfg(test)]
