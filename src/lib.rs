@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod bench;
+pub mod config;
 pub mod demo;
 pub mod flows;
 pub mod pipeline;

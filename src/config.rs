@@ -1,0 +1,325 @@
+//! `fulgur.toml`: the server's configuration. Every key has a default (`docs/config.md`
+//! lists them); a file may give only some keys; an unknown key is an error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fulgur_engine::EngineConfig;
+use serde::Deserialize;
+
+use crate::pipeline::{PipelineConfig, WaitStrategy};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP and WebSocket listener.
+    pub listen: SocketAddr,
+    /// Journal, snapshots and keys live here.
+    pub data_dir: PathBuf,
+    pub engine: EngineSection,
+    pub pipeline: PipelineSection,
+    pub journal: JournalSection,
+    pub snapshot: SnapshotSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            data_dir: PathBuf::from("./data"),
+            engine: EngineSection::default(),
+            pipeline: PipelineSection::default(),
+            journal: JournalSection::default(),
+            snapshot: SnapshotSection::default(),
+        }
+    }
+}
+
+/// Capacities, all preallocated at start (`fulgur_engine::EngineConfig`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    pub max_accounts: u32,
+    pub max_assets: u32,
+    pub max_markets: u32,
+    pub max_orders: u32,
+    pub max_orders_per_market: u32,
+    pub max_levels_per_side: u32,
+    pub max_gtd_orders: u32,
+    pub max_pending_withdrawals: u32,
+    pub fee_account: u32,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        EngineSection {
+            max_accounts: e.max_accounts,
+            max_assets: e.max_assets,
+            max_markets: e.max_markets,
+            max_orders: e.max_orders,
+            max_orders_per_market: e.max_orders_per_market,
+            max_levels_per_side: e.max_levels_per_side,
+            max_gtd_orders: e.max_gtd_orders,
+            max_pending_withdrawals: e.max_pending_withdrawals,
+            fee_account: e.fee_account,
+        }
+    }
+}
+
+impl EngineSection {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_accounts: self.max_accounts,
+            max_assets: self.max_assets,
+            max_markets: self.max_markets,
+            max_orders: self.max_orders,
+            max_orders_per_market: self.max_orders_per_market,
+            max_levels_per_side: self.max_levels_per_side,
+            max_gtd_orders: self.max_gtd_orders,
+            max_pending_withdrawals: self.max_pending_withdrawals,
+            fee_account: self.fee_account,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wait {
+    Spin,
+    SpinThenPark,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSection {
+    pub gateways: u16,
+    pub queue_capacity: usize,
+    pub batch_max: usize,
+    pub reader_capacity: usize,
+    pub max_readers: usize,
+    pub wait: Wait,
+    /// Spins before parking (`spin-then-park`).
+    pub spins: u32,
+    /// Longest park, µs (`spin-then-park`).
+    pub park_us: u64,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        let p = PipelineConfig::default();
+        let (spins, park_us) = match p.wait {
+            WaitStrategy::SpinThenPark { spins, park_us } => (spins, park_us),
+            WaitStrategy::Spin => (0, 0),
+        };
+        PipelineSection {
+            gateways: p.gateways,
+            queue_capacity: p.queue_capacity,
+            batch_max: p.batch_max,
+            reader_capacity: p.reader_capacity,
+            max_readers: p.max_readers,
+            wait: Wait::SpinThenPark,
+            spins,
+            park_us,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fsync {
+    /// One fsync per batch, before its commands are applied or acknowledged.
+    Batch,
+    /// At most every `fsync_every_ms`: a crash can lose acknowledged orders of that window.
+    Interval,
+    /// Never: the OS decides. For benchmarks only.
+    Never,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    pub fsync: Fsync,
+    pub fsync_every_ms: u64,
+    /// A segment file rolls over past this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            fsync: Fsync::Batch,
+            fsync_every_ms: 5,
+            segment_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSection {
+    /// A snapshot every this many commands (0: only at shutdown).
+    pub every_commands: u64,
+    /// Snapshots kept; older ones are deleted.
+    pub keep: u32,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        SnapshotSection {
+            every_commands: 1_000_000,
+            keep: 3,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Limits that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let e = &self.engine;
+        if e.max_accounts == 0 || e.max_assets == 0 || e.max_markets == 0 || e.max_orders == 0 {
+            return Err(
+                "engine: max_accounts, max_assets, max_markets and max_orders must be at least 1"
+                    .into(),
+            );
+        }
+        if e.max_markets > 65_536 {
+            return Err("engine.max_markets: at most 65536".into());
+        }
+        if e.max_orders >= u32::MAX {
+            return Err("engine.max_orders: below 4294967295".into());
+        }
+        if e.fee_account >= e.max_accounts {
+            return Err("engine.fee_account: must be below max_accounts".into());
+        }
+        let p = &self.pipeline;
+        if p.gateways == 0
+            || p.queue_capacity == 0
+            || p.batch_max == 0
+            || p.reader_capacity == 0
+            || p.max_readers == 0
+        {
+            return Err("pipeline: gateways, queue_capacity, batch_max, reader_capacity and max_readers must be at least 1".into());
+        }
+        if self.journal.fsync == Fsync::Interval && self.journal.fsync_every_ms == 0 {
+            return Err(
+                "journal.fsync_every_ms: must be at least 1 with fsync = \"interval\"".into(),
+            );
+        }
+        if self.journal.segment_bytes < 1 << 16 {
+            return Err("journal.segment_bytes: at least 65536".into());
+        }
+        if self.snapshot.keep == 0 {
+            return Err("snapshot.keep: at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn pipeline_config(&self) -> PipelineConfig {
+        let p = &self.pipeline;
+        PipelineConfig {
+            gateways: p.gateways,
+            queue_capacity: p.queue_capacity,
+            batch_max: p.batch_max,
+            reader_capacity: p.reader_capacity,
+            max_readers: p.max_readers,
+            wait: match p.wait {
+                Wait::Spin => WaitStrategy::Spin,
+                Wait::SpinThenPark => WaitStrategy::SpinThenPark {
+                    spins: p.spins,
+                    park_us: p.park_us,
+                },
+            },
+            snapshot_every: self.snapshot.every_commands,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_file_may_give_some_keys() {
+        let c = Config::from_toml(
+            "listen = \"127.0.0.1:9000\"\n[journal]\nfsync = \"interval\"\nfsync_every_ms = 2\n[engine]\nmax_orders = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.journal.fsync, Fsync::Interval);
+        assert_eq!(c.journal.fsync_every_ms, 2);
+        assert_eq!(
+            c.journal.segment_bytes,
+            JournalSection::default().segment_bytes
+        );
+        assert_eq!(c.engine.max_orders, 4096);
+        assert_eq!(c.engine.max_accounts, EngineSection::default().max_accounts);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let e = Config::from_toml("listn = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.contains("listn"), "{e}");
+        let e = Config::from_toml("[journal]\nfsyn = \"batch\"").unwrap_err();
+        assert!(e.contains("fsyn"), "{e}");
+        let e = Config::from_toml("[journal]\nfsync = \"sometimes\"").unwrap_err();
+        assert!(e.contains("sometimes"), "{e}");
+        let e = Config::from_toml("[engine]\nfee_account = 70000").unwrap_err();
+        assert!(e.contains("fee_account"), "{e}");
+        let e = Config::from_toml("listen = \"not an address\"").unwrap_err();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../docs/config.md");
+        for key in [
+            "listen",
+            "data_dir",
+            "max_accounts",
+            "max_assets",
+            "max_markets",
+            "max_orders",
+            "max_orders_per_market",
+            "max_levels_per_side",
+            "max_gtd_orders",
+            "max_pending_withdrawals",
+            "fee_account",
+            "gateways",
+            "queue_capacity",
+            "batch_max",
+            "reader_capacity",
+            "max_readers",
+            "wait",
+            "spins",
+            "park_us",
+            "fsync",
+            "fsync_every_ms",
+            "segment_bytes",
+            "every_commands",
+            "keep",
+        ] {
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/config.md does not document `{key}`"
+            );
+        }
+    }
+}
