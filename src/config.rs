@@ -197,7 +197,7 @@ impl Config {
         if e.max_markets > 65_536 {
             return Err("engine.max_markets: at most 65536".into());
         }
-        if e.max_orders >= u32::MAX {
+        if e.max_orders == u32::MAX {
             return Err("engine.max_orders: below 4294967295".into());
         }
         if e.fee_account >= e.max_accounts {
