@@ -100,7 +100,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         Percentiles {
             p50: h.value_at_quantile(0.50),
             p90: h.value_at_quantile(0.90),
@@ -111,7 +111,7 @@ impl Percentiles {
         }
     }
 
-    fn json(&self) -> String {
+    pub fn json(&self) -> String {
         format!(
             "{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"p9999\":{},\"max\":{}}}",
             self.p50, self.p90, self.p99, self.p999, self.p9999, self.max

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod flows;
+pub mod pipebench;
 pub mod pipeline;
 
 // The library's own tests count allocations the way the binary does.

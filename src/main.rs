@@ -1,7 +1,8 @@
 //! `fulgur`: the exchange binary. `fulgur --help` is the manual.
 
 use clap::{Args, Parser, Subcommand};
-use fulgur::{alloc, bench, demo, flows};
+use fulgur::{alloc, bench, demo, flows, pipebench};
+use fulgur_engine::journal::FsyncPolicy;
 
 #[global_allocator]
 static GLOBAL: alloc::CountingMimalloc = alloc::CountingMimalloc;
@@ -97,6 +98,23 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000.0)]
         rate: f64,
     },
+    /// Commands through a gateway queue, the journal and the engine thread to a reader (no
+    /// network): throughput, latency from arrival to published events, the part the
+    /// pipeline adds without the fsync wait, and fsync times on their own. The flow's
+    /// first replay only (--repeat is ignored).
+    Pipeline {
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// Offered load in commands per second; without it, a flood.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// batch (an fsync per batch), never, or a number of milliseconds between fsyncs.
+        #[arg(long, default_value = "batch")]
+        fsync: String,
+        /// Journal directory (default: a new one under the system's temp dir, removed after).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn load(a: &FlowArgs) -> fulgur_engine::flow::Flow {
@@ -131,6 +149,36 @@ fn main() {
                 f.name
             );
         }
+        Cmd::Bench {
+            kind: BenchCmd::Pipeline { flow, rate, fsync, dir },
+        } => {
+            let policy = match fsync.as_str() {
+                "batch" => FsyncPolicy::EveryBatch,
+                "never" => FsyncPolicy::Never,
+                ms => match ms.parse::<u64>() {
+                    Ok(ms) if ms > 0 => FsyncPolicy::EveryMillis(ms),
+                    _ => {
+                        eprintln!("error: --fsync takes batch, never or a number of milliseconds, not '{ms}'");
+                        std::process::exit(2);
+                    }
+                },
+            };
+            let f = load(&flow);
+            let temp = dir.is_none();
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("fulgur-bench-pipeline-{}", std::process::id())));
+            let report = pipebench::run(&f, rate, policy, &dir);
+            if temp {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            match report {
+                Ok(r) if flow.json => println!("{}", r.json()),
+                Ok(r) => print!("{}", r.table()),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", dir.display());
+                    std::process::exit(1);
+                }
+            }
+        }
         Cmd::Bench { kind } => {
             let (report, json) = match kind {
                 BenchCmd::Throughput { flow } => {
@@ -139,6 +187,7 @@ fn main() {
                 BenchCmd::Latency { flow, rate } => {
                     (bench::latency(&load(&flow), flow.repeat, rate), flow.json)
                 }
+                BenchCmd::Pipeline { .. } => unreachable!("handled above"),
             };
             if json {
                 println!("{}", report.json());

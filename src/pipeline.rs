@@ -59,6 +59,10 @@ pub trait Durable: Send + 'static {
     fn sync_if_due(&mut self, now_ns: u64) -> std::io::Result<Option<Duration>>;
     /// Makes everything appended durable now (shutdown).
     fn sync_now(&mut self) -> std::io::Result<()>;
+    /// True when this store never syncs (benchmarks): what is appended counts as durable.
+    fn never_syncs(&self) -> bool {
+        false
+    }
 }
 
 /// Writes a snapshot of the exchange after `last_seq` (periodically and at shutdown).
@@ -89,9 +93,10 @@ impl Default for PipelineConfig {
             gateways: 4,
             queue_capacity: 65_536,
             batch_max: 1_024,
-            // Up to 256 batches (256 x batch_max commands) of lag before a reader is cut
-            // off; with the batch buffers this bounds what a slow reader can pin.
-            reader_capacity: 256,
+            // Batches a reader may lag behind before it is cut off. Under light load batches
+            // are small (a few commands), so this is counted generously; a batch's memory
+            // follows what it carries.
+            reader_capacity: 4_096,
             max_readers: 64,
             // Two cores: a spinning engine thread would take one from the network threads
             // for good; spin briefly (a burst usually brings the next command within
@@ -120,8 +125,13 @@ pub struct Entry {
 /// Commands of one batch and their events, published after they are durable.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// The commands as sequenced and journaled.
+    pub commands: Vec<Sequenced>,
+    pub origins: Vec<Origin>,
     pub entries: Vec<Entry>,
     pub events: Vec<Event>,
+    /// Time this batch waited for its journal sync (0 if none ran for it).
+    pub sync_ns: u64,
 }
 
 impl Batch {
@@ -272,8 +282,24 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Batches applied by the engine thread, on their way through the journal thread.
+const JOURNAL_QUEUE: usize = 64;
+
+/// What the engine and journal threads share.
+struct Handoff {
+    /// Applied, not yet durable; the journal thread takes them in order.
+    to_journal: ArrayQueue<Arc<Batch>>,
+    /// Published batches no reader holds any more, for the engine thread to reuse.
+    free: ArrayQueue<Arc<Batch>>,
+    /// Highest sequence number known durable.
+    durable_seq: AtomicU64,
+    engine_done: AtomicBool,
+    journal: Unparker,
+    engine: Unparker,
+}
+
 impl Pipeline {
-    /// Starts the engine thread on a recovered exchange.
+    /// Starts the engine thread (and its journal thread) on a recovered exchange.
     pub fn start(cfg: PipelineConfig, engine: EngineThread) -> Pipeline {
         let parker = Parker::new();
         let unparker = parker.unparker().clone();
@@ -292,8 +318,6 @@ impl Pipeline {
         let worker = Worker {
             queues: gateways.iter().map(|g| g.queue.clone()).collect(),
             new_readers: new_readers.clone(),
-            readers: Vec::with_capacity(cfg.max_readers),
-            pool: Vec::new(),
             stop: stop.clone(),
             stats: stats.clone(),
             cfg: cfg.clone(),
@@ -318,7 +342,7 @@ impl Pipeline {
         self.gateways[id as usize].clone()
     }
 
-    /// A new reader; it sees batches published after the engine thread picks it up.
+    /// A new reader; it sees batches published after the journal thread picks it up.
     /// `None` when `max_readers` are waiting to be picked up.
     pub fn subscribe(&self) -> Option<Reader> {
         let parker = Parker::new();
@@ -337,8 +361,8 @@ impl Pipeline {
         self.gateways.iter().map(Gateway::depth).sum()
     }
 
-    /// Stops taking new work, drains every queue, makes it durable, snapshots, and returns
-    /// the engine's state.
+    /// Stops taking new work, drains every queue, makes it durable, publishes it,
+    /// snapshots, and returns the engine's state.
     pub fn shutdown(mut self) -> EngineThread {
         self.stop.store(true, Ordering::Release);
         self.engine.unpark();
@@ -353,9 +377,6 @@ impl Pipeline {
 struct Worker {
     queues: Vec<Arc<ArrayQueue<Request>>>,
     new_readers: Arc<ArrayQueue<Arc<ReaderShared>>>,
-    readers: Vec<Arc<ReaderShared>>,
-    /// Batches to reuse once no reader holds them.
-    pool: Vec<Arc<Batch>>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     cfg: PipelineConfig,
@@ -363,38 +384,64 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, mut e: EngineThread) -> EngineThread {
-        let mut cmds: Vec<Sequenced> = Vec::with_capacity(self.cfg.batch_max);
-        let mut origins: Vec<Origin> = Vec::with_capacity(self.cfg.batch_max);
+    /// The engine thread: sequence, apply, hand to the journal thread. The journal thread
+    /// makes batches durable (one fsync for all the batches waiting: group commit) and only
+    /// then publishes them, so the engine never waits for the disk and no reader sees an
+    /// event of a command that is not durable.
+    fn run(self, mut e: EngineThread) -> EngineThread {
+        let journal_parker = Parker::new();
+        let engine_wake = Parker::new();
+        let handoff = Arc::new(Handoff {
+            to_journal: ArrayQueue::new(JOURNAL_QUEUE),
+            free: ArrayQueue::new(JOURNAL_QUEUE + self.cfg.reader_capacity),
+            durable_seq: AtomicU64::new(e.last_seq),
+            engine_done: AtomicBool::new(false),
+            journal: journal_parker.unparker().clone(),
+            engine: engine_wake.unparker().clone(),
+        });
+        let durable = std::mem::replace(&mut e.durable, Box::new(NoJournal));
+        let journal = JournalThread {
+            durable,
+            handoff: handoff.clone(),
+            new_readers: self.new_readers.clone(),
+            readers: Vec::with_capacity(self.cfg.max_readers),
+            held: Vec::new(),
+            appended: e.last_seq,
+            stats: self.stats.clone(),
+            parker: journal_parker,
+        };
+        let journal_thread = std::thread::Builder::new()
+            .name("fulgur-journal".into())
+            .spawn(move || journal.run())
+            .expect("spawn the journal thread");
+
         let mut next_queue = 0usize;
         let mut idle_spins = 0u32;
         let mut since_snapshot = 0u64;
+        let mut batch: Option<Arc<Batch>> = None;
         loop {
-            while let Some(r) = self.new_readers.pop() {
-                self.readers.push(r);
-            }
+            let b = batch.get_or_insert_with(|| take_batch(&handoff, self.cfg.batch_max));
+            let inner = Arc::get_mut(b).expect("a batch being filled is unshared");
             // Drain round-robin so one busy gateway cannot starve the others.
-            cmds.clear();
-            origins.clear();
             let mut empty_rounds = 0;
-            while cmds.len() < self.cfg.batch_max && empty_rounds < self.queues.len() {
+            while inner.commands.len() < self.cfg.batch_max && empty_rounds < self.queues.len() {
                 let q = &self.queues[next_queue];
                 next_queue = (next_queue + 1) % self.queues.len();
                 match q.pop() {
                     Some(r) => {
                         empty_rounds = 0;
                         e.last_seq += 1;
-                        cmds.push(Sequenced {
+                        inner.commands.push(Sequenced {
                             seq: e.last_seq,
                             ts_ns: 0,
                             command: r.command,
                         });
-                        origins.push(r.origin);
+                        inner.origins.push(r.origin);
                     }
                     None => empty_rounds += 1,
                 }
             }
-            if cmds.is_empty() {
+            if inner.commands.is_empty() {
                 if self.stop.load(Ordering::Acquire) {
                     break;
                 }
@@ -413,51 +460,52 @@ impl Worker {
             }
             idle_spins = 0;
             let now = wall_ns();
-            for c in &mut cmds {
-                c.ts_ns = now;
-            }
-            // Durable before applied: a crash after this point replays the batch.
-            e.durable
-                .append(&cmds)
-                .and_then(|_| e.durable.sync_if_due(now))
-                .map(|took| {
-                    if let Some(d) = took {
-                        self.stats
-                            .sync_ns_total
-                            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-                .expect("the journal failed: stopping rather than acknowledging undurable orders");
             let t0 = Instant::now();
-            let mut batch = self.take_batch();
-            {
-                let b = Arc::get_mut(&mut batch).expect("a recycled batch is unshared");
-                for (c, origin) in cmds.iter().zip(&origins) {
-                    let first = b.events.len() as u32;
-                    e.exchange.apply(c, &mut b.events);
-                    b.entries.push(Entry {
-                        seq: c.seq,
-                        ts_ns: c.ts_ns,
-                        origin: *origin,
-                        kind: c.command.kind(),
-                        first,
-                        count: b.events.len() as u32 - first,
-                    });
-                }
+            let Batch {
+                commands,
+                origins,
+                entries,
+                events,
+                ..
+            } = inner;
+            for (c, origin) in commands.iter_mut().zip(origins.iter()) {
+                c.ts_ns = now;
+                let first = events.len() as u32;
+                e.exchange.apply(c, events);
+                entries.push(Entry {
+                    seq: c.seq,
+                    ts_ns: c.ts_ns,
+                    origin: *origin,
+                    kind: c.command.kind(),
+                    first,
+                    count: events.len() as u32 - first,
+                });
             }
+            let n = commands.len() as u64;
             self.stats
                 .apply_ns_total
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            self.stats
-                .commands
-                .fetch_add(cmds.len() as u64, Ordering::Relaxed);
+            self.stats.commands.fetch_add(n, Ordering::Relaxed);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats.last_seq.store(e.last_seq, Ordering::Release);
-            self.publish(batch);
-            since_snapshot += cmds.len() as u64;
+            let mut full = batch.take().expect("filled above");
+            // The journal queue is full only when the disk is behind: wait for it (the
+            // gateways' own queues fill meanwhile and answer "busy").
+            loop {
+                match handoff.to_journal.push(full) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        full = back;
+                        handoff.journal.unpark();
+                        engine_wake.park_timeout(Duration::from_micros(100));
+                    }
+                }
+            }
+            handoff.journal.unpark();
+            since_snapshot += n;
             if self.cfg.snapshot_every > 0 && since_snapshot >= self.cfg.snapshot_every {
                 since_snapshot = 0;
+                wait_durable(&handoff, &engine_wake, e.last_seq);
                 if let Err(err) = e.snapshotter.snapshot(&e.exchange, e.last_seq) {
                     // The journal still holds everything: a failed snapshot only makes the
                     // next recovery longer.
@@ -465,54 +513,174 @@ impl Worker {
                 }
             }
         }
-        e.durable
-            .sync_now()
-            .expect("the journal failed at shutdown");
+        handoff.engine_done.store(true, Ordering::Release);
+        handoff.journal.unpark();
+        e.durable = journal_thread.join().expect("journal thread panicked");
         if let Err(err) = e.snapshotter.snapshot(&e.exchange, e.last_seq) {
             eprintln!("snapshot at shutdown failed: {err}");
+        }
+        e
+    }
+}
+
+/// A cleared batch: one the journal thread recycled, or a new one.
+fn take_batch(handoff: &Handoff, batch_max: usize) -> Arc<Batch> {
+    match handoff.free.pop() {
+        Some(mut b) => {
+            let inner = Arc::get_mut(&mut b).expect("recycled batches are unshared");
+            inner.commands.clear();
+            inner.origins.clear();
+            inner.entries.clear();
+            inner.events.clear();
+            inner.sync_ns = 0;
+            b
+        }
+        // Starts small and grows with what it carries; recycled, it keeps its size, so the
+        // pool settles at what the load needs and the steady state does not allocate.
+        None => Arc::new(Batch {
+            commands: Vec::with_capacity(batch_max.min(64)),
+            origins: Vec::with_capacity(batch_max.min(64)),
+            entries: Vec::with_capacity(batch_max.min(64)),
+            events: Vec::with_capacity(batch_max.min(64) * 4),
+            sync_ns: 0,
+        }),
+    }
+}
+
+/// Waits until everything up to `seq` is durable (before a snapshot: a snapshot must never
+/// hold a command the journal could lose).
+fn wait_durable(handoff: &Handoff, parker: &Parker, seq: u64) {
+    while handoff.durable_seq.load(Ordering::Acquire) < seq {
+        handoff.journal.unpark();
+        parker.park_timeout(Duration::from_micros(200));
+    }
+}
+
+struct JournalThread {
+    durable: Box<dyn Durable>,
+    handoff: Arc<Handoff>,
+    new_readers: Arc<ArrayQueue<Arc<ReaderShared>>>,
+    readers: Vec<Arc<ReaderShared>>,
+    /// Published batches, until no reader holds them.
+    held: Vec<Arc<Batch>>,
+    /// Last sequence number appended to the journal.
+    appended: u64,
+    stats: Arc<Stats>,
+    parker: Parker,
+}
+
+impl JournalThread {
+    fn run(mut self) -> Box<dyn Durable> {
+        let mut group: Vec<Arc<Batch>> = Vec::with_capacity(JOURNAL_QUEUE);
+        loop {
+            while let Some(r) = self.new_readers.pop() {
+                self.readers.push(r);
+            }
+            // Read the flag before draining: a batch pushed before the engine set it is
+            // then certainly seen by this drain.
+            let engine_done = self.handoff.engine_done.load(Ordering::Acquire);
+            while let Some(b) = self.handoff.to_journal.pop() {
+                group.push(b);
+            }
+            if group.is_empty() {
+                // Idle: an interval policy may owe a sync.
+                self.sync(wall_ns());
+                if engine_done {
+                    break;
+                }
+                self.parker.park_timeout(Duration::from_millis(1));
+                continue;
+            }
+            for b in &group {
+                self.durable
+                    .append(&b.commands)
+                    .expect("the journal failed: stopping rather than acknowledging undurable orders");
+                if let Some(c) = b.commands.last() {
+                    self.appended = c.seq;
+                }
+            }
+            if self.durable.never_syncs() {
+                self.handoff.durable_seq.store(self.appended, Ordering::Release);
+            }
+            let sync_ns = self.sync(wall_ns());
+            for mut b in group.drain(..) {
+                if let Some(ns) = sync_ns {
+                    Arc::get_mut(&mut b).expect("only this thread holds it").sync_ns = ns;
+                }
+                publish(&mut self.readers, &self.stats, &b);
+                self.held.push(b);
+            }
+            self.recycle();
+        }
+        if let Err(e) = self.durable.sync_now() {
+            panic!("the journal failed at shutdown: {e}");
         }
         for r in &self.readers {
             r.cut_off.store(true, Ordering::Release);
             r.wake.unpark();
         }
-        e
+        self.durable
     }
 
-    /// A cleared batch: a recycled one that no reader holds any more, or a new one.
-    fn take_batch(&mut self) -> Arc<Batch> {
-        if let Some(i) = self.pool.iter().position(|b| Arc::strong_count(b) == 1) {
-            let mut b = self.pool.swap_remove(i);
-            let inner = Arc::get_mut(&mut b).expect("unshared");
-            inner.entries.clear();
-            inner.events.clear();
-            return b;
-        }
-        Arc::new(Batch {
-            entries: Vec::with_capacity(self.cfg.batch_max),
-            // Grows to the largest batch seen, then is reused.
-            events: Vec::with_capacity(self.cfg.batch_max * 2),
+    /// Syncs if the policy says so; the time it took, if it ran.
+    fn sync(&mut self, now_ns: u64) -> Option<u64> {
+        let took = self
+            .durable
+            .sync_if_due(now_ns)
+            .expect("the journal failed: stopping rather than acknowledging undurable orders");
+        took.map(|d| {
+            // Everything appended so far is durable now.
+            self.handoff.durable_seq.store(self.appended, Ordering::Release);
+            self.handoff.engine.unpark();
+            let ns = (d.as_nanos() as u64).max(1);
+            self.stats.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ns
         })
     }
 
-    fn publish(&mut self, batch: Arc<Batch>) {
-        let stats = &self.stats;
-        self.readers.retain(|r| {
-            if r.queue.push(batch.clone()).is_ok() {
-                r.wake.unpark();
-                true
-            } else {
-                // Too slow: cut off, never waited for.
-                r.cut_off.store(true, Ordering::Release);
-                r.wake.unpark();
-                stats.readers_cut_off.fetch_add(1, Ordering::Relaxed);
+    /// Hands batches no reader holds back to the engine thread.
+    fn recycle(&mut self) {
+        let handoff = &self.handoff;
+        self.held.retain(|b| {
+            if Arc::strong_count(b) == 1 {
+                // A full free list just lets this one go.
+                let _ = handoff.free.push(b.clone());
                 false
+            } else {
+                true
             }
         });
-        // Keep the batch for reuse; the pool is bounded by what readers can hold.
-        let cap = (self.cfg.reader_capacity + 2) * self.readers.len().max(1);
-        if self.pool.len() < cap {
-            self.pool.push(batch);
+    }
+}
+
+fn publish(readers: &mut Vec<Arc<ReaderShared>>, stats: &Stats, batch: &Arc<Batch>) {
+    readers.retain(|r| {
+        if r.queue.push(batch.clone()).is_ok() {
+            r.wake.unpark();
+            true
+        } else {
+            // Too slow: cut off, never waited for.
+            r.cut_off.store(true, Ordering::Release);
+            r.wake.unpark();
+            stats.readers_cut_off.fetch_add(1, Ordering::Relaxed);
+            false
         }
+    });
+}
+
+impl Durable for fulgur_engine::journal::JournalWriter {
+    fn append(&mut self, batch: &[Sequenced]) -> std::io::Result<()> {
+        fulgur_engine::journal::JournalWriter::append(self, batch)
+    }
+    fn sync_if_due(&mut self, now_ns: u64) -> std::io::Result<Option<Duration>> {
+        fulgur_engine::journal::JournalWriter::sync_if_due(self, now_ns)
+    }
+    fn sync_now(&mut self) -> std::io::Result<()> {
+        self.sync().map(|_| ())
+    }
+    fn never_syncs(&self) -> bool {
+        self.config().fsync == fulgur_engine::journal::FsyncPolicy::Never
     }
 }
 
@@ -522,6 +690,9 @@ pub struct NoJournal;
 impl Durable for NoJournal {
     fn append(&mut self, _batch: &[Sequenced]) -> std::io::Result<()> {
         Ok(())
+    }
+    fn never_syncs(&self) -> bool {
+        true
     }
     fn sync_if_due(&mut self, _now_ns: u64) -> std::io::Result<Option<Duration>> {
         Ok(None)

@@ -21,6 +21,7 @@ mod exchange;
 pub mod flow;
 mod hash;
 mod index;
+pub mod journal;
 pub mod spec;
 pub mod types;
 
