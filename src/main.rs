@@ -150,7 +150,13 @@ fn main() {
             );
         }
         Cmd::Bench {
-            kind: BenchCmd::Pipeline { flow, rate, fsync, dir },
+            kind:
+                BenchCmd::Pipeline {
+                    flow,
+                    rate,
+                    fsync,
+                    dir,
+                },
         } => {
             let policy = match fsync.as_str() {
                 "batch" => FsyncPolicy::EveryBatch,
@@ -165,7 +171,9 @@ fn main() {
             };
             let f = load(&flow);
             let temp = dir.is_none();
-            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("fulgur-bench-pipeline-{}", std::process::id())));
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("fulgur-bench-pipeline-{}", std::process::id()))
+            });
             let report = pipebench::run(&f, rate, policy, &dir);
             if temp {
                 let _ = std::fs::remove_dir_all(&dir);

@@ -43,7 +43,12 @@ fn hist() -> Histogram<u64> {
 
 /// Runs the flow's commands (after its setup and warm-up, applied directly) through a
 /// pipeline journaling into `dir`.
-pub fn run(flow: &Flow, rate: Option<f64>, fsync: FsyncPolicy, dir: &Path) -> std::io::Result<PipelineReport> {
+pub fn run(
+    flow: &Flow,
+    rate: Option<f64>,
+    fsync: FsyncPolicy,
+    dir: &Path,
+) -> std::io::Result<PipelineReport> {
     let mut ex = Exchange::new(config_for(flow, 1));
     ex.prefault();
     let mut out = Vec::new();
@@ -51,7 +56,14 @@ pub fn run(flow: &Flow, rate: Option<f64>, fsync: FsyncPolicy, dir: &Path) -> st
     let mut apply = |ex: &mut Exchange, command: Command| {
         seq += 1;
         out.clear();
-        ex.apply(&Sequenced { seq, ts_ns: 0, command }, &mut out);
+        ex.apply(
+            &Sequenced {
+                seq,
+                ts_ns: 0,
+                command,
+            },
+            &mut out,
+        );
     };
     for c in flow.setup_commands(0) {
         apply(&mut ex, c);
@@ -82,7 +94,11 @@ pub fn run(flow: &Flow, rate: Option<f64>, fsync: FsyncPolicy, dir: &Path) -> st
     let gw = p.gateway(0);
     // The reader is registered once a first command comes back to it.
     gw.submit(u64::MAX, Command::Tick).expect("an empty queue");
-    while reader.next_timeout(Duration::from_secs(10)).expect("not cut off").is_none() {}
+    while reader
+        .next_timeout(Duration::from_secs(10))
+        .expect("not cut off")
+        .is_none()
+    {}
 
     let n = measured.len();
     let arrival: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
@@ -92,7 +108,10 @@ pub fn run(flow: &Flow, rate: Option<f64>, fsync: FsyncPolicy, dir: &Path) -> st
         let (mut lat, mut added, mut sync) = (hist(), hist(), hist());
         let (mut seen, mut batches, mut last_ns) = (0usize, 0u64, 0u64);
         while seen < n {
-            let Some(b) = reader.next_timeout(Duration::from_secs(30)).expect("not cut off") else {
+            let Some(b) = reader
+                .next_timeout(Duration::from_secs(30))
+                .expect("not cut off")
+            else {
                 panic!("no batch for 30 s after {seen} of {n} commands");
             };
             let now = t0.elapsed().as_nanos() as u64;
@@ -192,18 +211,31 @@ impl PipelineReport {
         let mut row = |k: &str, v: String| {
             let _ = writeln!(s, "{k:<30}{v}");
         };
-        let p = |x: &Percentiles| format!("p50 {} p90 {} p99 {} p99.9 {} max {}", x.p50, x.p90, x.p99, x.p999, x.max);
+        let p = |x: &Percentiles| {
+            format!(
+                "p50 {} p90 {} p99 {} p99.9 {} max {}",
+                x.p50, x.p90, x.p99, x.p999, x.max
+            )
+        };
         row("flow", self.flow.clone());
         row("fsync", self.fsync.clone());
         row(
             "offered rate",
-            self.rate.map_or("flood".to_string(), |r| format!("{:.2} M/s", r / 1e6)),
+            self.rate
+                .map_or("flood".to_string(), |r| format!("{:.2} M/s", r / 1e6)),
         );
         row("commands", self.commands.to_string());
-        row("commands/s", format!("{:.2} M", self.commands_per_sec / 1e6));
+        row(
+            "commands/s",
+            format!("{:.2} M", self.commands_per_sec / 1e6),
+        );
         row(
             "batches (mean size)",
-            format!("{} ({:.1})", self.batches, self.commands as f64 / self.batches.max(1) as f64),
+            format!(
+                "{} ({:.1})",
+                self.batches,
+                self.commands as f64 / self.batches.max(1) as f64
+            ),
         );
         row("fsyncs", self.syncs.to_string());
         row("busy retries", self.busy_retries.to_string());
@@ -242,7 +274,10 @@ mod tests {
         // The journal holds the reader's first Tick and every measured command, in order.
         let mut seqs = Vec::new();
         // The setup was applied before the pipeline started: the journal begins after it.
-        let first = fulgur_engine::journal::verify(&dir).unwrap().first_seq.unwrap();
+        let first = fulgur_engine::journal::verify(&dir)
+            .unwrap()
+            .first_seq
+            .unwrap();
         let summary =
             fulgur_engine::journal::replay(&dir, first - 1, |c| seqs.push(c.seq)).unwrap();
         assert_eq!(summary.replayed, 20_001);

@@ -592,20 +592,24 @@ impl JournalThread {
                 continue;
             }
             for b in &group {
-                self.durable
-                    .append(&b.commands)
-                    .expect("the journal failed: stopping rather than acknowledging undurable orders");
+                self.durable.append(&b.commands).expect(
+                    "the journal failed: stopping rather than acknowledging undurable orders",
+                );
                 if let Some(c) = b.commands.last() {
                     self.appended = c.seq;
                 }
             }
             if self.durable.never_syncs() {
-                self.handoff.durable_seq.store(self.appended, Ordering::Release);
+                self.handoff
+                    .durable_seq
+                    .store(self.appended, Ordering::Release);
             }
             let sync_ns = self.sync(wall_ns());
             for mut b in group.drain(..) {
                 if let Some(ns) = sync_ns {
-                    Arc::get_mut(&mut b).expect("only this thread holds it").sync_ns = ns;
+                    Arc::get_mut(&mut b)
+                        .expect("only this thread holds it")
+                        .sync_ns = ns;
                 }
                 publish(&mut self.readers, &self.stats, &b);
                 self.held.push(b);
@@ -630,7 +634,9 @@ impl JournalThread {
             .expect("the journal failed: stopping rather than acknowledging undurable orders");
         took.map(|d| {
             // Everything appended so far is durable now.
-            self.handoff.durable_seq.store(self.appended, Ordering::Release);
+            self.handoff
+                .durable_seq
+                .store(self.appended, Ordering::Release);
             self.handoff.engine.unpark();
             let ns = (d.as_nanos() as u64).max(1);
             self.stats.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
