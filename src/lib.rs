@@ -11,6 +11,7 @@ pub mod demo;
 pub mod flows;
 pub mod pipebench;
 pub mod pipeline;
+pub mod recovery;
 
 // The library's own tests count allocations the way the binary does.
 #[cfg(test)]

@@ -19,6 +19,8 @@ use crate::index::{mix64, SlotTable};
 use crate::spec::{AssetSpec, EngineConfig, MarketSpec, MarketStatus, SpecError};
 use crate::types::*;
 
+pub(crate) mod snapshot;
+
 const NIL: u32 = u32::MAX;
 
 /// An open (resting) order as queries see it.

@@ -27,6 +27,7 @@ pub mod types;
 
 pub use command::{Command, CommandKind, OrderRef, PlaceOrder, Sequenced};
 pub use event::{CancelReason, Event, EventSink, RejectReason};
+pub use exchange::snapshot::{ChecksumRegion, SnapshotError, SNAPSHOT_VERSION};
 pub use exchange::{Exchange, OpenOrder};
 pub use spec::{AssetClass, AssetSpec, EngineConfig, FeeSchedule, MarketSpec, MarketStatus};
 pub use types::*;
