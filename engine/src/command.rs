@@ -8,7 +8,7 @@ use crate::types::{
 };
 
 /// A command as the sequencer hands it to the engine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sequenced {
     pub seq: u64,
     /// Sequencer time in ns since the Unix epoch; GTD expiry is judged against it.
@@ -16,7 +16,7 @@ pub struct Sequenced {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlaceOrder {
     pub account: AccountId,
     pub market: MarketId,
@@ -31,13 +31,13 @@ pub struct PlaceOrder {
 }
 
 /// Which order a cancel or amend means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrderRef {
     Id(OrderId),
     Client(ClientOrderId),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     // --- orders ---
     PlaceOrder(PlaceOrder),
@@ -109,7 +109,9 @@ pub enum Command {
 }
 
 /// The kind of a command, for per-kind statistics and error mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum CommandKind {
     PlaceOrder,
     CancelOrder,
@@ -167,5 +169,49 @@ impl Command {
             Command::RevokePermission { .. } => CommandKind::RevokePermission,
             Command::Tick => CommandKind::Tick,
         }
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+    use crate::types::*;
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let cmds = vec![
+            Command::PlaceOrder(PlaceOrder {
+                account: 1,
+                market: 0,
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Gtd { expire_ns: 5 },
+                quantity: Quantity::Base(3),
+                price: Some(100),
+                client_order_id: ClientOrderId::new("x-1").unwrap(),
+                stp: StpMode::ExpireMaker,
+            }),
+            Command::CancelOrder {
+                account: 1,
+                market: 0,
+                target: OrderRef::Client(ClientOrderId::new("x-1").unwrap()),
+            },
+            Command::Deposit {
+                account: 2,
+                asset: 1,
+                amount: 10,
+            },
+            Command::Tick,
+        ];
+        for c in cmds {
+            let j = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<Command>(&j).unwrap(), c, "{j}");
+        }
+        let j = r#"{"Deposit":{"account":2,"asset":1,"amount":10}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Command>(j).unwrap(),
+            Command::Deposit { .. }
+        ));
+        assert!(serde_json::from_str::<Command>(r#"{"Deposit":{"account":2}}"#).is_err());
     }
 }

@@ -7,7 +7,7 @@ use crate::types::{
 };
 
 /// Why a command was refused. A refused command changes nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RejectReason {
     UnknownMarket,
     /// Account id outside `0..max_accounts`.
@@ -59,7 +59,7 @@ pub enum RejectReason {
 }
 
 /// Why an order left the book (or never rested) without being filled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CancelReason {
     /// `CancelOrder` by its owner.
     User,
@@ -77,7 +77,7 @@ pub enum CancelReason {
     Halted,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     OrderAccepted {
         order_id: OrderId,

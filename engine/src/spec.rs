@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 
 use crate::types::{AssetId, PermissionId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AssetClass {
     Stablecoin,
     Crypto,
@@ -17,7 +17,7 @@ pub enum AssetClass {
     Rwa,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AssetSpec {
     /// `BTC`, `USDT`, ...: 1-16 chars of `[A-Z0-9]`.
     pub symbol: String,
@@ -26,7 +26,7 @@ pub struct AssetSpec {
     pub class: AssetClass,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MarketStatus {
     /// Orders are placed, matched, amended and cancelled.
     Trading,
@@ -39,7 +39,7 @@ pub enum MarketStatus {
 /// A market's fee schedule, in basis points of the amount each side receives.
 /// A negative maker fee is a rebate; `-maker_fee_bps <= taker_fee_bps` always holds, so a
 /// rebate is always paid out of the taker fee of the same trade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FeeSchedule {
     pub maker_fee_bps: i32,
     pub taker_fee_bps: i32,
@@ -48,7 +48,7 @@ pub struct FeeSchedule {
 /// Max fee: 10% of what a side receives.
 pub const MAX_FEE_BPS: i32 = 1_000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MarketSpec {
     /// Binance-style symbol: `BTCUSDT`; 1-20 chars of `[A-Z0-9]`.
     pub symbol: String,
@@ -80,7 +80,7 @@ pub struct MarketSpec {
 }
 
 /// Why a spec was refused by `AddAsset` / `AddMarket`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SpecError {
     BadSymbol,
     DuplicateSymbol,
@@ -173,7 +173,7 @@ impl MarketSpec {
 
 /// Capacities of one `Exchange`, all preallocated at construction. Past any of them a
 /// command is rejected, never grown into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineConfig {
     /// Accounts are `0..max_accounts`.
     pub max_accounts: u32,
@@ -211,7 +211,7 @@ impl Default for EngineConfig {
 }
 
 /// Why a decimal from outside could not become an engine integer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UnitError {
     /// Negative, or too large for the engine's integers.
     OutOfRange,

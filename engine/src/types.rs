@@ -20,7 +20,9 @@ pub type PermissionId = u8;
 /// Number of distinct permission bits an account can carry.
 pub const MAX_PERMISSIONS: u8 = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Side {
     Buy,
     Sell,
@@ -35,7 +37,7 @@ impl Side {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum OrderType {
     Limit,
     Market,
@@ -43,7 +45,7 @@ pub enum OrderType {
     LimitMaker,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
     Gtc,
     Ioc,
@@ -56,7 +58,7 @@ pub enum TimeInForce {
 
 /// Self-trade prevention, Binance semantics: the taker's mode decides what happens when the
 /// taker would match a resting order of the same account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StpMode {
     /// Self-trades are allowed.
     None,
@@ -69,7 +71,7 @@ pub enum StpMode {
 }
 
 /// How much an order is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Quantity {
     /// Base quantity in lots.
     Base(u64),
@@ -169,6 +171,25 @@ impl fmt::Debug for ClientOrderId {
     }
 }
 
+/// As a JSON string: `""` for none; anything else must be a valid id.
+impl serde::Serialize for ClientOrderId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientOrderId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(ClientOrderId::NONE);
+        }
+        ClientOrderId::new(&s).map_err(|_| {
+            serde::de::Error::custom("client order id: 1-36 characters of [A-Za-z0-9._:/-]")
+        })
+    }
+}
+
 impl fmt::Display for ClientOrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -198,5 +219,20 @@ mod tests {
         raw[0] = b' ';
         assert!(!ClientOrderId::from_raw(1, raw).is_valid());
         assert!(!ClientOrderId::from_raw(40, [b'a'; 36]).is_valid());
+    }
+
+    #[test]
+    fn client_order_id_json_is_a_checked_string() {
+        let id = ClientOrderId::new("a.b-1").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"a.b-1\"");
+        assert_eq!(
+            serde_json::from_str::<ClientOrderId>("\"a.b-1\"").unwrap(),
+            id
+        );
+        assert_eq!(
+            serde_json::from_str::<ClientOrderId>("\"\"").unwrap(),
+            ClientOrderId::NONE
+        );
+        assert!(serde_json::from_str::<ClientOrderId>("\"a b\"").is_err());
     }
 }
