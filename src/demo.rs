@@ -2,9 +2,8 @@
 //! market-making loop that keeps every book alive.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
-use fulgur_engine::spec::{decimal_to_steps, steps_to_decimal};
+use fulgur_engine::spec::decimal_to_steps;
 use fulgur_engine::*;
 use rust_decimal::Decimal;
 
@@ -212,70 +211,71 @@ impl Driver {
     }
 }
 
-/// Runs the demo: quotes a ladder around a drifting fair value on every market, sends taker
-/// flow into it, and prints each book's top once a second. `seconds = None` runs until
-/// interrupted.
-pub fn run(seconds: Option<u64>) {
-    let mut d = Driver::new(EngineConfig::default());
-    for c in setup_commands() {
-        d.apply(c);
-    }
+/// The demo's built-in flow, through a running exchange: every round, on every market, the
+/// maker cancels its quotes and quotes a five-level ladder around a drifting fair value,
+/// and the taker sends a market order into it. Runs until the exchange stops taking
+/// commands; prints a line a second.
+pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
     let mut rng = flow::Rng::new(42);
-    let mut fair: Vec<u64> = MARKETS
+    // Prices in ticks of each market (the demo's own specs: see `setup_commands`).
+    let specs: Vec<(u64, u64, u64, u32)> = MARKETS
         .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let spec = d.exchange.market_spec(i as MarketId).expect("demo market");
-            decimal_to_steps(dec(m.start), spec.tick_size, decimals_of(m.quote)).expect("start")
+        .map(|m| {
+            let qd = decimals_of(m.quote);
+            let bd = decimals_of(m.base);
+            let tick = decimal_to_steps(dec(m.tick), 1, qd).expect("demo tick");
+            let lot = decimal_to_steps(dec(m.lot), 1, bd).expect("demo lot");
+            let start = decimal_to_steps(dec(m.start), tick, qd).expect("demo start");
+            let per = (tick as u128 * lot as u128 / 10u128.pow(bd as u32)) as u64;
+            let min_notional = decimal_to_steps(dec(m.min_notional), 1, qd).expect("demo notional");
+            // Lots that clear NOTIONAL even at half the fair value.
+            let min_lots = min_notional.div_ceil((start / 2).max(1) * per).max(1);
+            (
+                start,
+                min_lots,
+                (start as u128 * m.band_bps as u128 / 20_000) as u64,
+                m.band_bps,
+            )
         })
         .collect();
-    let start = Instant::now();
-    let mut next_report = Duration::from_secs(1);
-    println!(
-        "fulgur demo: {} markets, accounts {MAKER} (maker) and {TAKER} (taker); Ctrl-C stops",
-        MARKETS.len()
-    );
-    loop {
+    let mut fair: Vec<u64> = specs.iter().map(|s| s.0).collect();
+    let started = std::time::Instant::now();
+    let mut next_report = std::time::Duration::from_secs(1);
+    let mut trades = 0u64;
+    'rounds: loop {
         for (i, f) in fair.iter_mut().enumerate() {
             let market = i as MarketId;
-            let spec = d.exchange.market_spec(market).expect("demo market").clone();
-            // Fair value drifts by at most 2 ticks a round, and never out of its band.
+            let (start, min_lots, half_band, _) = specs[i];
+            // Fair value drifts by at most 2 ticks a round and stays in half its band.
             *f = (*f + rng.below(5))
                 .saturating_sub(2)
-                .max(spec.min_price_ticks + 100);
-            if let Some(r) = d.exchange.reference_price(market) {
-                let band = r * spec.price_band_bps as u64 / 20_000;
-                *f = (*f).clamp(r - band, r + band);
-            }
-            // Lots that clear the NOTIONAL filter even at half the fair value (market orders
-            // are checked at the last trade price).
-            let per = d.exchange.quote_per_tick_lot(market).unwrap_or(1);
-            let min_lots = spec.min_notional.div_ceil((*f / 2).max(1) * per).max(1);
-            d.apply(Command::CancelAll {
+                .clamp(start - half_band, start + half_band);
+            let mut cmds = vec![Command::CancelAll {
                 account: MAKER,
                 market: Some(market),
-            });
+            }];
             for level in 1..=5u64 {
-                for side in [Side::Buy, Side::Sell] {
-                    let price = match side {
-                        Side::Buy => *f - level,
-                        Side::Sell => *f + level,
-                    };
-                    d.apply(limit(
-                        MAKER,
-                        market,
-                        side,
-                        price,
-                        min_lots * (1 + rng.below(20)),
-                    ));
-                }
+                cmds.push(limit(
+                    MAKER,
+                    market,
+                    Side::Buy,
+                    *f - level,
+                    min_lots * (1 + rng.below(20)),
+                ));
+                cmds.push(limit(
+                    MAKER,
+                    market,
+                    Side::Sell,
+                    *f + level,
+                    min_lots * (1 + rng.below(20)),
+                ));
             }
             let side = if rng.below(2) == 0 {
                 Side::Buy
             } else {
                 Side::Sell
             };
-            d.apply(Command::PlaceOrder(PlaceOrder {
+            cmds.push(Command::PlaceOrder(PlaceOrder {
                 account: TAKER,
                 market,
                 side,
@@ -286,23 +286,63 @@ pub fn run(seconds: Option<u64>) {
                 client_order_id: ClientOrderId::NONE,
                 stp: StpMode::None,
             }));
-        }
-        d.apply(Command::Tick);
-        let elapsed = start.elapsed();
-        if elapsed >= next_report {
-            next_report += Duration::from_secs(1);
-            print_tops(&d);
-            if seconds.is_some_and(|s| elapsed.as_secs() >= s) {
-                break;
+            let mut last = None;
+            for c in cmds {
+                match ex.submit(c) {
+                    Ok(rx) => last = Some(rx),
+                    Err(crate::server::SubmitError::Busy) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    Err(crate::server::SubmitError::Stopped) => break 'rounds,
+                }
+            }
+            // Wait for the taker's reply: the flow never runs ahead of durability.
+            if let Some(reply) = last.and_then(|rx| rx.blocking_recv().ok()) {
+                trades += reply
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Trade { .. }))
+                    .count() as u64;
             }
         }
-        // A demo, not a benchmark: a few hundred rounds a second is a lively book.
-        std::thread::sleep(Duration::from_millis(2));
+        let elapsed = started.elapsed();
+        if elapsed >= next_report {
+            next_report += std::time::Duration::from_secs(1);
+            let seq = ex
+                .stats()
+                .last_seq
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let syncs = ex.stats().syncs.load(std::sync::atomic::Ordering::Relaxed);
+            println!("demo: seq {seq:>8}  taker trades {trades:>7}  journal fsyncs {syncs:>6}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    if let Err(e) = d.exchange.check_invariants() {
-        panic!("invariant broken: {e}");
+}
+
+/// Writes `<data dir>/demo-credentials.json`: the funded demo accounts and their API keys
+/// (random, 64 characters each, as Binance's).
+pub fn write_credentials(data_dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let path = data_dir.join("demo-credentials.json");
+    if path.exists() {
+        return Ok(path);
     }
-    println!("state hash {:016x}", d.exchange.state_hash());
+    let mut random = [0u8; 128];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let alnum = |b: &[u8]| -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        b.iter().map(|x| A[*x as usize % A.len()] as char).collect()
+    };
+    let mut more = [0u8; 128];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut more)?;
+    let json = format!(
+        "[{{\"account\": {MAKER}, \"apiKey\": \"{}\", \"secretKey\": \"{}\"}}, {{\"account\": {TAKER}, \"apiKey\": \"{}\", \"secretKey\": \"{}\"}}]\n",
+        alnum(&random[..64]),
+        alnum(&random[64..]),
+        alnum(&more[..64]),
+        alnum(&more[64..])
+    );
+    std::fs::write(&path, json)?;
+    Ok(path)
 }
 
 fn limit(account: AccountId, market: MarketId, side: Side, price: u64, qty: u64) -> Command {
@@ -317,30 +357,6 @@ fn limit(account: AccountId, market: MarketId, side: Side, price: u64, qty: u64)
         client_order_id: ClientOrderId::NONE,
         stp: StpMode::None,
     })
-}
-
-fn print_tops(d: &Driver) {
-    let ex = &d.exchange;
-    let mut line = format!("{:>8} cmds {:>7} trades |", d.commands, d.trades);
-    for (i, m) in MARKETS.iter().enumerate() {
-        let market = i as MarketId;
-        let spec = ex.market_spec(market).expect("demo market");
-        let qd = decimals_of(m.quote);
-        let px = |p: Option<(u64, u64)>| {
-            p.map_or("-".to_string(), |(p, _)| {
-                steps_to_decimal(p, spec.tick_size, qd)
-                    .normalize()
-                    .to_string()
-            })
-        };
-        line += &format!(
-            " {} {} / {} |",
-            m.symbol,
-            px(ex.best(market, Side::Buy)),
-            px(ex.best(market, Side::Sell))
-        );
-    }
-    println!("{line}");
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod flows;
 pub mod pipebench;
 pub mod pipeline;
 pub mod recovery;
+pub mod server;
 
 // The library's own tests count allocations the way the binary does.
 #[cfg(test)]

@@ -18,10 +18,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the engine on the demo markets (BTCUSDT, ETHUSDT, USDCUSDT and the RWA pair
-    /// TBILLUSDC) with a market-making loop, printing each book's top once a second.
+    /// Run the exchange: recover the data directory (snapshot + journal), then serve HTTP on
+    /// --listen until SIGTERM (stop accepting, drain, snapshot, exit 0). A new data
+    /// directory starts with the demo assets and markets.
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// `serve` plus a built-in flow (a market maker and a taker on every demo market:
+    /// BTCUSDT, ETHUSDT, USDCUSDT and the RWA pair TBILLUSDC), so the books are live at once.
+    /// Writes the demo accounts' credentials to <data dir>/demo-credentials.json.
     Demo {
-        /// Stop after this many seconds (default: run until interrupted).
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Stop (as on SIGTERM) after this many seconds (default: run until stopped).
         #[arg(long)]
         seconds: Option<u64>,
     },
@@ -80,6 +90,46 @@ enum SnapshotCmd {
         #[arg(long, default_value_t = 3)]
         keep: usize,
     },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// A TOML config file (docs/config.md); without one, the embedded defaults.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Listen address (overrides the config).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory (overrides the config).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> fulgur::config::Config {
+        let mut cfg = match &self.config {
+            Some(p) => fulgur::config::Config::load(p).unwrap_or_else(|e| fail(&e)),
+            None => fulgur::config::Config::default(),
+        };
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        cfg
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
 #[derive(Args)]
@@ -179,7 +229,30 @@ fn load(a: &FlowArgs) -> fulgur_engine::flow::Flow {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Demo { seconds } => demo::run(seconds),
+        Cmd::Serve { server } => {
+            init_logs();
+            let cfg = server.config();
+            if let Err(e) = fulgur::server::serve(cfg, demo::setup_commands(), None, |_| {}) {
+                fail(&e);
+            }
+        }
+        Cmd::Demo { server, seconds } => {
+            init_logs();
+            let cfg = server.config();
+            let data_dir = cfg.data_dir.clone();
+            let run_for = seconds.map(std::time::Duration::from_secs);
+            let result = fulgur::server::serve(cfg, demo::setup_commands(), run_for, move |ex| {
+                match demo::write_credentials(&data_dir) {
+                    Ok(p) => tracing::info!("demo accounts and their keys: {}", p.display()),
+                    Err(e) => tracing::warn!("could not write demo credentials: {e}"),
+                }
+                let ex = ex.clone();
+                std::thread::spawn(move || demo::run_flow(ex));
+            });
+            if let Err(e) = result {
+                fail(&e);
+            }
+        }
         Cmd::Journal {
             kind: JournalCmd::Verify { data_dir },
         } => {

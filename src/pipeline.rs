@@ -152,6 +152,70 @@ pub struct Stats {
     pub sync_ns_total: AtomicU64,
     pub syncs: AtomicU64,
     pub apply_ns_total: AtomicU64,
+    pub fsync_histogram: Buckets,
+}
+
+/// A fixed-bucket latency histogram of atomics (Prometheus style): recorded lock-free.
+#[derive(Debug)]
+pub struct Buckets {
+    bounds_ns: [u64; 12],
+    counts: [AtomicU64; 13],
+    sum_ns: AtomicU64,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            bounds_ns: [
+                50_000,
+                100_000,
+                250_000,
+                500_000,
+                1_000_000,
+                2_500_000,
+                5_000_000,
+                10_000_000,
+                25_000_000,
+                50_000_000,
+                100_000_000,
+                1_000_000_000,
+            ],
+            counts: Default::default(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Buckets {
+    pub fn record(&self, ns: u64) {
+        let i = self
+            .bounds_ns
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(self.bounds_ns.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Prometheus text of a histogram in seconds.
+    pub fn prometheus(&self, name: &str, help: &str) -> String {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in self.bounds_ns.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{}\"}} {cumulative}\n",
+                *b as f64 / 1e9
+            ));
+        }
+        cumulative += self.counts[self.bounds_ns.len()].load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
+        out.push_str(&format!(
+            "{name}_sum {:.9}\n{name}_count {cumulative}\n",
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        ));
+        out
+    }
 }
 
 /// A gateway's handle: submit commands, unpark the engine.
@@ -336,6 +400,11 @@ impl Pipeline {
             stats,
             reader_capacity: cfg.reader_capacity,
         }
+    }
+
+    /// Number of gateways (`gateway(0..n)`).
+    pub fn gateways(&self) -> u16 {
+        self.gateways.len() as u16
     }
 
     pub fn gateway(&self, id: u16) -> Gateway {
@@ -639,6 +708,7 @@ impl JournalThread {
                 .store(self.appended, Ordering::Release);
             self.handoff.engine.unpark();
             let ns = (d.as_nanos() as u64).max(1);
+            self.stats.fsync_histogram.record(ns);
             self.stats.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             ns

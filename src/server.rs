@@ -1,0 +1,439 @@
+//! `fulgur serve`: recovery, the pipeline, and the HTTP listener.
+//!
+//! Endpoints (the Binance-compatible API comes with the `ws-api` crate):
+//! - `GET /health`: `{"status":"ok","last_seq":N}`.
+//! - `GET /metrics`: Prometheus text.
+//! - `POST /fulgur/v1/commands`: one engine `Command` as JSON (`docs/api.md`), answered with
+//!   its sequence number and events once it is durable. Loopback clients only: it can do
+//!   anything an operator can.
+//!
+//! Replies are routed without a shared map: a handler registers its reply channel with the
+//! router thread through a bounded lock-free queue, then submits; the router is a pipeline
+//! reader, so it sees a command only after it is durable, and completes the reply. The
+//! engine and journal threads never touch the async runtime or a lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crossbeam_queue::ArrayQueue;
+use fulgur_engine::journal::{FsyncPolicy, JournalConfig};
+use fulgur_engine::{Command, Event};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, Fsync};
+use crate::pipeline::{EngineThread, Origin, Pipeline, Reader, Stats};
+use crate::recovery::{recover, FileSnapshotter};
+
+/// A command's outcome, sent once it is durable.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reply {
+    pub seq: u64,
+    pub events: Vec<Event>,
+}
+
+/// Replies waiting for their command; bounds the requests in flight.
+const MAX_IN_FLIGHT: usize = 65_536;
+/// Largest request body.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+type Registration = (Origin, oneshot::Sender<Reply>);
+
+/// The running exchange: pipeline plus reply router.
+pub struct Exchange {
+    pub pipeline: Pipeline,
+    registrations: Arc<ArrayQueue<Registration>>,
+    next_request: AtomicU64,
+    router: Option<std::thread::JoinHandle<()>>,
+    /// Set when shutdown begins: `submit` answers `Stopped` from then on.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// Why a command was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// A queue is full: try again later.
+    Busy,
+    /// The exchange is stopping.
+    Stopped,
+}
+
+impl Exchange {
+    /// Recovers the data directory and starts the pipeline and the reply router. A new data
+    /// directory starts with `initial` (the demo markets), journaled like any command.
+    pub fn start(cfg: &Config, initial: Vec<Command>) -> Result<Exchange, String> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+        let fsync = match cfg.journal.fsync {
+            Fsync::Batch => FsyncPolicy::EveryBatch,
+            Fsync::Interval => FsyncPolicy::EveryMillis(cfg.journal.fsync_every_ms),
+            Fsync::Never => FsyncPolicy::Never,
+        };
+        let journal_cfg = JournalConfig {
+            segment_size_limit_bytes: cfg.journal.segment_bytes,
+            fsync,
+        };
+        let (exchange, last_seq, writer, report) =
+            recover(&cfg.data_dir, cfg.engine.engine_config(), journal_cfg)?;
+        tracing::info!(data_dir = %cfg.data_dir.display(), "recovered: {report}");
+        let snapshots = FileSnapshotter {
+            data_dir: cfg.data_dir.clone(),
+            keep: cfg.snapshot.keep as usize,
+        };
+        let pipeline = Pipeline::start(
+            cfg.pipeline_config(),
+            EngineThread::new(exchange, last_seq, Box::new(writer), Box::new(snapshots)),
+        );
+        let reader = pipeline
+            .subscribe()
+            .ok_or("no reader slot for the reply router")?;
+        let registrations = Arc::new(ArrayQueue::new(MAX_IN_FLIGHT));
+        let regs = registrations.clone();
+        let router = std::thread::Builder::new()
+            .name("fulgur-replies".into())
+            .spawn(move || route_replies(reader, regs))
+            .map_err(|e| e.to_string())?;
+        let ex = Exchange {
+            pipeline,
+            registrations,
+            next_request: AtomicU64::new(1),
+            router: Some(router),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        };
+        if last_seq == 0 {
+            for c in initial {
+                let r = ex.submit_blocking(c)?;
+                if let Some(e) = r.events.iter().find(|e| {
+                    matches!(
+                        e,
+                        Event::CommandRejected { .. } | Event::OrderRejected { .. }
+                    )
+                }) {
+                    return Err(format!("initial setup refused: {e:?}"));
+                }
+            }
+            tracing::info!("new data directory: demo assets and markets created");
+        }
+        Ok(ex)
+    }
+
+    /// Submits a command; the receiver yields its reply once it is durable.
+    pub fn submit(&self, command: Command) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let gateways = self.pipeline.gateways();
+        let origin = Origin {
+            gateway: (request % gateways as u64) as u16,
+            request,
+        };
+        let (tx, rx) = oneshot::channel();
+        // Registered before it is submitted, so the router knows it when the reply comes.
+        self.registrations
+            .push((origin, tx))
+            .map_err(|_| SubmitError::Busy)?;
+        match self
+            .pipeline
+            .gateway(origin.gateway)
+            .submit(request, command)
+        {
+            Ok(()) => Ok(rx),
+            // The router drops the registration when it finds no reply ever came (the
+            // receiver is gone), so nothing leaks.
+            Err(_) => Err(SubmitError::Busy),
+        }
+    }
+
+    /// Submits and waits (outside async code): setup, tests, the demo.
+    pub fn submit_blocking(&self, command: Command) -> Result<Reply, String> {
+        match self.submit(command) {
+            Ok(rx) => rx
+                .blocking_recv()
+                .map_err(|_| "the exchange stopped".to_string()),
+            Err(SubmitError::Busy) => Err("server busy".into()),
+            Err(SubmitError::Stopped) => Err("the exchange stopped".into()),
+        }
+    }
+
+    /// Refuses new commands from now on (those already queued still complete).
+    pub fn stop_taking(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.pipeline.stats
+    }
+
+    /// Drains, makes durable, snapshots; returns the final state hash and sequence number.
+    pub fn shutdown(mut self) -> (u64, u64) {
+        let e = self.pipeline.shutdown();
+        if let Some(r) = self.router.take() {
+            let _ = r.join();
+        }
+        (e.exchange.state_hash(), e.last_seq)
+    }
+}
+
+/// The reply router: a pipeline reader completing registered replies.
+fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
+    let mut pending: HashMap<Origin, oneshot::Sender<Reply>> = HashMap::with_capacity(1024);
+    // Ends when the pipeline stops (every reader is cut off then).
+    while let Ok(batch) = reader.next_timeout(Duration::from_millis(50)) {
+        while let Some((origin, tx)) = registrations.pop() {
+            pending.insert(origin, tx);
+        }
+        let Some(b) = batch else {
+            // Forget replies nobody waits for any more (a busy submit, a gone client).
+            pending.retain(|_, tx| !tx.is_closed());
+            continue;
+        };
+        for e in &b.entries {
+            if let Some(tx) = pending.remove(&e.origin) {
+                let _ = tx.send(Reply {
+                    seq: e.seq,
+                    events: b.events_of(e).to_vec(),
+                });
+            }
+        }
+    }
+    if !pending.is_empty() {
+        tracing::warn!(pending = pending.len(), "replies dropped at shutdown");
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    exchange: Arc<Exchange>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: i32,
+    msg: String,
+}
+
+fn error(status: StatusCode, code: i32, msg: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            msg: msg.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let last = s.exchange.stats().last_seq.load(Ordering::Relaxed);
+    Json(serde_json::json!({"status": "ok", "last_seq": last})).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let st = s.exchange.stats();
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "fulgur_commands_total",
+        "counter",
+        "Commands sequenced and applied.",
+        g(&st.commands).to_string(),
+    );
+    metric(
+        "fulgur_batches_total",
+        "counter",
+        "Batches through the engine thread.",
+        g(&st.batches).to_string(),
+    );
+    metric(
+        "fulgur_busy_rejections_total",
+        "counter",
+        "Commands refused because a gateway queue was full.",
+        g(&st.busy_rejections).to_string(),
+    );
+    metric(
+        "fulgur_readers_cut_off_total",
+        "counter",
+        "Event readers cut off for being too slow.",
+        g(&st.readers_cut_off).to_string(),
+    );
+    metric(
+        "fulgur_last_seq",
+        "gauge",
+        "Sequence number of the last command applied.",
+        g(&st.last_seq).to_string(),
+    );
+    metric(
+        "fulgur_queue_depth",
+        "gauge",
+        "Requests waiting in the gateway queues.",
+        s.exchange.pipeline.queue_depth().to_string(),
+    );
+    metric(
+        "fulgur_journal_fsync_seconds_sum",
+        "counter",
+        "Time spent in journal fsync.",
+        format!("{:.9}", g(&st.sync_ns_total) as f64 / 1e9),
+    );
+    metric(
+        "fulgur_journal_fsync_total",
+        "counter",
+        "Journal fsyncs.",
+        g(&st.syncs).to_string(),
+    );
+    metric(
+        "fulgur_engine_apply_seconds_sum",
+        "counter",
+        "Time the engine spent applying batches.",
+        format!("{:.9}", g(&st.apply_ns_total) as f64 / 1e9),
+    );
+    out.push_str(
+        &st.fsync_histogram
+            .prometheus("fulgur_journal_fsync_seconds", "Journal fsync latency."),
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn command(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return error(
+            StatusCode::FORBIDDEN,
+            -2015,
+            "The command endpoint is for loopback clients only.",
+        );
+    }
+    let command: Command = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                -1100,
+                &format!("Illegal command: {e}"),
+            )
+        }
+    };
+    let rx = match s.exchange.submit(command) {
+        Ok(rx) => rx,
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -1003,
+                "Server busy, try again.",
+            )
+        }
+    };
+    match rx.await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1001,
+            "The exchange is stopping.",
+        ),
+    }
+}
+
+/// Serves until SIGTERM, Ctrl-C, or `run_for` has passed; then stops taking requests,
+/// answers those in flight, drains the queues, makes everything durable and snapshots.
+pub fn serve(
+    cfg: Config,
+    initial: Vec<Command>,
+    run_for: Option<Duration>,
+    on_ready: impl FnOnce(&Arc<Exchange>) + Send + 'static,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        // The engine and journal threads need the cores; the listener needs little.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let exchange = Arc::new(Exchange::start(&cfg, initial)?);
+    let state = AppState {
+        exchange: exchange.clone(),
+    };
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/fulgur/v1/commands", post(command))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    let listen = cfg.listen;
+    let ready = exchange.clone();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("listen on {listen}: {e}"))?;
+        tracing::info!(%listen, "listening");
+        on_ready(&ready);
+        drop(ready);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_signal(run_for))
+        .await
+        .map_err(|e| e.to_string())
+    })?;
+    // The listener is closed and in-flight requests are answered: drain and snapshot.
+    exchange.stop_taking();
+    rt.shutdown_timeout(Duration::from_secs(5));
+    // Whatever `on_ready` started (the demo's flow) lets go of its handle when it sees the
+    // exchange stop taking commands; give it a moment.
+    let mut exchange = exchange;
+    for _ in 0..500 {
+        match Arc::try_unwrap(exchange) {
+            Ok(e) => {
+                let (hash, seq) = e.shutdown();
+                tracing::info!(last_seq = seq, state_hash = %format!("{hash:016x}"), "stopped");
+                return Ok(());
+            }
+            Err(shared) => {
+                exchange = shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    Err("the exchange is still shared at shutdown".into())
+}
+
+async fn stop_signal(run_for: Option<Duration>) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let timer = async {
+        match run_for {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: stopping"),
+        _ = timer => tracing::info!("run time over: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    }
+}
