@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 }
 
 fn start(data: &Path, addr: SocketAddr) -> Child {
-    let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
+    let mut child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
         .args(["serve", "--data-dir"])
         .arg(data)
         .arg("--listen")
@@ -50,6 +50,8 @@ fn start(data: &Path, addr: SocketAddr) -> Child {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("fulgur serve did not become healthy on {addr}");
 }
 
@@ -130,14 +132,12 @@ fn kill_9_never_loses_an_acknowledged_command() {
                     let c = next_command(&mut rng, n);
                     n += 1;
                     let body = serde_json::to_string(&c).unwrap();
-                    match http(addr, "POST", "/fulgur/v1/commands", &body) {
-                        Ok((200, reply)) => {
-                            let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-                            let seq = v["seq"].as_u64().unwrap();
-                            acked.lock().unwrap().push((seq, v["events"].clone()));
-                        }
-                        // Killed mid-request, or refused while it dies: not acknowledged.
-                        Ok(_) | Err(_) => {}
+                    // Anything but a 200 (killed mid-request, refused while it dies) is
+                    // not acknowledged.
+                    if let Ok((200, reply)) = http(addr, "POST", "/fulgur/v1/commands", &body) {
+                        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+                        let seq = v["seq"].as_u64().unwrap();
+                        acked.lock().unwrap().push((seq, v["events"].clone()));
                     }
                 }
                 n
