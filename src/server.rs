@@ -217,6 +217,22 @@ fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
 #[derive(Clone)]
 struct AppState {
     exchange: Arc<Exchange>,
+    /// HTTP requests being served now.
+    in_flight: Arc<AtomicU64>,
+    /// TCP connections accepted so far.
+    connections: Arc<AtomicU64>,
+}
+
+/// Counts requests in flight for `/metrics`.
+async fn count_requests(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.in_flight.fetch_add(1, Ordering::Relaxed);
+    let r = next.run(req).await;
+    s.in_flight.fetch_sub(1, Ordering::Relaxed);
+    r
 }
 
 #[derive(Serialize)]
@@ -287,6 +303,18 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.exchange.pipeline.queue_depth().to_string(),
     );
     metric(
+        "fulgur_http_requests_in_flight",
+        "gauge",
+        "HTTP requests being served.",
+        g(&s.in_flight).to_string(),
+    );
+    metric(
+        "fulgur_http_connections_total",
+        "counter",
+        "TCP connections accepted.",
+        g(&s.connections).to_string(),
+    );
+    metric(
         "fulgur_journal_fsync_seconds_sum",
         "counter",
         "Time spent in journal fsync.",
@@ -313,7 +341,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn command(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     body: axum::body::Bytes,
 ) -> Response {
     if !peer.ip().is_loopback() {
@@ -370,12 +398,19 @@ pub fn serve(
     let exchange = Arc::new(Exchange::start(&cfg, initial)?);
     let state = AppState {
         exchange: exchange.clone(),
+        in_flight: Arc::default(),
+        connections: Arc::default(),
     };
+    let connections = state.connections.clone();
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/fulgur/v1/commands", post(command))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state);
     let listen = cfg.listen;
     let ready = exchange.clone();
@@ -386,13 +421,14 @@ pub fn serve(
         tracing::info!(%listen, "listening");
         on_ready(&ready);
         drop(ready);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_signal(run_for))
-        .await
-        .map_err(|e| e.to_string())
+        let listener = CountingListener {
+            inner: listener,
+            accepted: connections,
+        };
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(stop_signal(run_for))
+            .await
+            .map_err(|e| e.to_string())
     })?;
     // The listener is closed and in-flight requests are answered: drain and snapshot.
     exchange.stop_taking();
@@ -414,6 +450,39 @@ pub fn serve(
         }
     }
     Err("the exchange is still shared at shutdown".into())
+}
+
+/// The client's address, as the listener saw it.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CountingListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CountingListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The TCP listener, counting accepted connections.
+struct CountingListener {
+    inner: tokio::net::TcpListener,
+    accepted: Arc<AtomicU64>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let c = axum::serve::Listener::accept(&mut self.inner).await;
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        c
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 async fn stop_signal(run_for: Option<Duration>) {
