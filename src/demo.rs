@@ -242,6 +242,9 @@ pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
     let started = std::time::Instant::now();
     let mut next_report = std::time::Duration::from_secs(1);
     let mut trades = 0u64;
+    // The book as a market-data reader sees it: built from `BookLevel` events only.
+    let mut view = BookView::default();
+    let reader = ex.pipeline.subscribe();
     'rounds: loop {
         for (i, f) in fair.iter_mut().enumerate() {
             let market = i as MarketId;
@@ -305,6 +308,11 @@ pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
                     .count() as u64;
             }
         }
+        if let Some(r) = &reader {
+            while let Ok(Some(b)) = r.try_next() {
+                view.apply(&b.events);
+            }
+        }
         let elapsed = started.elapsed();
         if elapsed >= next_report {
             next_report += std::time::Duration::from_secs(1);
@@ -312,10 +320,65 @@ pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
                 .stats()
                 .last_seq
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let syncs = ex.stats().syncs.load(std::sync::atomic::Ordering::Relaxed);
-            println!("demo: seq {seq:>8}  taker trades {trades:>7}  journal fsyncs {syncs:>6}");
+            println!("seq {seq:>7} taker trades {trades:>5} |{}", view.tops());
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Price levels per (market, side), kept from `BookLevel` events: what a market-data
+/// client holds.
+#[derive(Default)]
+struct BookView {
+    levels: std::collections::BTreeMap<(MarketId, bool), std::collections::BTreeMap<u64, u64>>,
+}
+
+impl BookView {
+    fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            if let Event::BookLevel {
+                market,
+                side,
+                price,
+                total_qty,
+                ..
+            } = *e
+            {
+                let book = self.levels.entry((market, side == Side::Buy)).or_default();
+                if total_qty == 0 {
+                    book.remove(&price);
+                } else {
+                    book.insert(price, total_qty);
+                }
+            }
+        }
+    }
+
+    /// "SYMBOL bid / ask" for every demo market, in decimals.
+    fn tops(&self) -> String {
+        let mut line = String::new();
+        for (i, m) in MARKETS.iter().enumerate() {
+            let market = i as MarketId;
+            let qd = decimals_of(m.quote);
+            let tick = decimal_to_steps(dec(m.tick), 1, qd).expect("demo tick");
+            let px = |p: Option<&u64>| {
+                p.map_or("-".to_string(), |p| {
+                    fulgur_engine::spec::steps_to_decimal(*p, tick, qd)
+                        .normalize()
+                        .to_string()
+                })
+            };
+            let bid = self
+                .levels
+                .get(&(market, true))
+                .and_then(|b| b.keys().next_back());
+            let ask = self
+                .levels
+                .get(&(market, false))
+                .and_then(|b| b.keys().next());
+            line += &format!(" {} {} / {} |", m.symbol, px(bid), px(ask));
+        }
+        line
     }
 }
 
