@@ -1,8 +1,10 @@
 //! # fulgur
 //!
-//! The root package: the `fulgur` binary (CLI, config, wiring) and the code it shares with
-//! `cargo bench` (`benches/`): the demo market and the replay benchmarks. The matching core
-//! is `fulgur-engine`.
+//! The root package: the `fulgur` binary and what it is built from: config (`config`), the
+//! order pipeline (`pipeline`: gateway queues, engine thread, journal thread, readers),
+//! recovery of a data directory (`recovery`), the HTTP server (`server`), the demo market
+//! (`demo`), and the benchmarks it shares with `cargo bench` (`bench`, `pipebench`,
+//! `flows`). The matching core is `fulgur-engine`.
 
 pub mod alloc;
 pub mod bench;

@@ -2,7 +2,11 @@
 //!
 //! The sans-IO, deterministic heart of Fulgur: order books, order types, self-trade
 //! prevention, the ledger (balances, holds, fees), market specs, and the commands and events
-//! through which everything else talks to it.
+//! through which everything else talks to it. Beside the state machine it owns the formats
+//! that carry its state: the journal (`journal`, append-only segment files of commands),
+//! snapshots (`Exchange::write_snapshot` / `read_snapshot`), and order flows (`flow`:
+//! LOBSTER, Bitfinex, Liquibook, synthetic, the native `.fcmd`). Those read and write through
+//! `std::io` at the caller's request; `Exchange::apply` itself touches nothing outside.
 //!
 //! - `Exchange::apply(&Sequenced, &mut impl EventSink)` is the only way to change state.
 //!   Time comes in the command (`Sequenced::ts_ns`); the engine reads no clock, starts no
