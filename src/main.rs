@@ -209,6 +209,9 @@ enum BenchCmd {
         /// Journal directory (default: a new one under the system's temp dir, removed after).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+        /// No journal at all: what the queues, threads and engine cost without the disk.
+        #[arg(long)]
+        no_journal: bool,
     },
 }
 
@@ -368,6 +371,7 @@ fn main() {
                     rate,
                     fsync,
                     dir,
+                    no_journal,
                 },
         } => {
             let policy = match fsync.as_str() {
@@ -386,7 +390,7 @@ fn main() {
             let dir = dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("fulgur-bench-pipeline-{}", std::process::id()))
             });
-            let report = pipebench::run(&f, rate, policy, &dir);
+            let report = pipebench::run(&f, rate, policy, &dir, !no_journal);
             if temp {
                 let _ = std::fs::remove_dir_all(&dir);
             }

@@ -43,11 +43,14 @@ fn hist() -> Histogram<u64> {
 
 /// Runs the flow's commands (after its setup and warm-up, applied directly) through a
 /// pipeline journaling into `dir`.
+/// `journal: false` replaces the journal with nothing: what the queues, threads and engine
+/// cost without the disk.
 pub fn run(
     flow: &Flow,
     rate: Option<f64>,
     fsync: FsyncPolicy,
     dir: &Path,
+    journal: bool,
 ) -> std::io::Result<PipelineReport> {
     let mut ex = Exchange::new(config_for(flow, 1));
     ex.prefault();
@@ -74,37 +77,48 @@ pub fn run(
         apply(&mut ex, c.command.clone());
     }
     let last_seq = seq;
-    let (journal, _) = JournalWriter::open(
-        dir,
-        JournalConfig {
-            fsync,
-            ..JournalConfig::default()
-        },
-    )
-    .map_err(std::io::Error::other)?;
+    let durable: Box<dyn crate::pipeline::Durable> = if journal {
+        let (writer, _) = JournalWriter::open(
+            dir,
+            JournalConfig {
+                fsync,
+                ..JournalConfig::default()
+            },
+        )
+        .map_err(std::io::Error::other)?;
+        Box::new(writer)
+    } else {
+        Box::new(crate::pipeline::NoJournal)
+    };
     let cfg = PipelineConfig {
         gateways: 1,
         ..PipelineConfig::default()
     };
     let p = Pipeline::start(
         cfg,
-        EngineThread::new(ex, last_seq, Box::new(journal), Box::new(NoSnapshots)),
+        EngineThread::new(ex, last_seq, durable, Box::new(NoSnapshots)),
     );
     let reader = p.subscribe().expect("a reader slot");
     let gw = p.gateway(0);
-    // The reader is registered once a first command comes back to it.
-    gw.submit(u64::MAX, Command::Tick).expect("an empty queue");
-    while reader
-        .next_timeout(Duration::from_secs(10))
-        .expect("not cut off")
-        .is_none()
-    {}
-
     let n = measured.len();
     let arrival: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let t0 = Instant::now();
     let arrivals = arrival.clone();
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let consumer_ready = ready.clone();
+    let first_gw = gw.clone();
     let consumer = std::thread::spawn(move || {
+        // The reader is registered once a first command comes back to it; waiting here
+        // also makes this thread the one it wakes.
+        first_gw
+            .submit(u64::MAX, Command::Tick)
+            .expect("an empty queue");
+        while reader
+            .next_timeout(Duration::from_secs(10))
+            .expect("not cut off")
+            .is_none()
+        {}
+        consumer_ready.wait();
         let (mut lat, mut added, mut sync) = (hist(), hist(), hist());
         let (mut seen, mut batches, mut last_ns) = (0usize, 0u64, 0u64);
         while seen < n {
@@ -132,14 +146,28 @@ pub fn run(
         }
         (lat, added, sync, batches, last_ns)
     });
+    ready.wait();
+    let start_ns = t0.elapsed().as_nanos() as u64;
     let interval_ns = rate.map(|r| 1e9 / r);
     let mut busy_retries = 0u64;
     for (i, c) in measured.iter().enumerate() {
         let at = match interval_ns {
             Some(iv) => {
-                let due = (i as f64 * iv) as u64;
-                while (t0.elapsed().as_nanos() as u64) < due {
-                    std::hint::spin_loop();
+                let due = start_ns + (i as f64 * iv) as u64;
+                // Sleep, don't spin, until the command is due: on two cores a spinning
+                // producer would take a core from the threads it measures. Commands that
+                // fell due meanwhile go out at once; their arrival is still their due time.
+                loop {
+                    let now = t0.elapsed().as_nanos() as u64;
+                    if now >= due {
+                        break;
+                    }
+                    let wait = due - now;
+                    if wait > 20_000 {
+                        std::thread::sleep(Duration::from_nanos(wait - 10_000));
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
                 due
             }
@@ -163,7 +191,7 @@ pub fn run(
     let (lat, added, sync, batches, last_ns) = consumer.join().expect("reader thread");
     let syncs = p.stats.syncs.load(Ordering::Relaxed);
     p.shutdown();
-    let seconds = last_ns as f64 / 1e9;
+    let seconds = last_ns.saturating_sub(start_ns).max(1) as f64 / 1e9;
     let of = |h: &Histogram<u64>| {
         if h.is_empty() {
             Percentiles::default()
@@ -173,7 +201,11 @@ pub fn run(
     };
     Ok(PipelineReport {
         flow: flow.name.clone(),
-        fsync: format!("{fsync:?}"),
+        fsync: if journal {
+            format!("{fsync:?}")
+        } else {
+            "no journal".into()
+        },
         rate,
         commands: n as u64,
         seconds,
@@ -268,7 +300,7 @@ mod tests {
         let flow = fulgur_engine::flow::liquibook(20_000, 3, 20);
         let dir = std::env::temp_dir().join(format!("fulgur-pipebench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let r = run(&flow, None, FsyncPolicy::EveryBatch, &dir).unwrap();
+        let r = run(&flow, None, FsyncPolicy::EveryBatch, &dir, true).unwrap();
         assert_eq!(r.commands, 20_000);
         assert!(r.syncs >= 1 && r.batches >= 1);
         // The journal holds the reader's first Tick and every measured command, in order.

@@ -20,8 +20,29 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::sync::{Parker, Unparker};
 use fulgur_engine::{Command, CommandKind, Event, Exchange, Sequenced};
+use std::sync::OnceLock;
+
+/// Wakes a thread that waits with `std::thread::park_timeout`. The thread is learnt when it
+/// first waits (`register`), so a handle can be handed out before that thread runs. No lock:
+/// `std`'s park and unpark are a futex on Linux, and a set `OnceLock` is read with a load.
+/// A wake that comes before the waiter registered is lost, which only delays the waiter
+/// until its park times out (at most a millisecond everywhere here).
+#[derive(Clone, Debug, Default)]
+pub struct Wake(Arc<OnceLock<std::thread::Thread>>);
+
+impl Wake {
+    /// Makes the calling thread the one `wake` unparks (the first caller stays it).
+    fn register(&self) {
+        let _ = self.0.set(std::thread::current());
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+}
 
 /// Who sent a command: replies are routed back by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -223,7 +244,7 @@ impl Buckets {
 pub struct Gateway {
     id: u16,
     queue: Arc<ArrayQueue<Request>>,
-    engine: Unparker,
+    engine: Wake,
     stats: Arc<Stats>,
 }
 
@@ -243,7 +264,7 @@ impl Gateway {
         };
         match self.queue.push(r) {
             Ok(()) => {
-                self.engine.unpark();
+                self.engine.wake();
                 Ok(())
             }
             Err(r) => {
@@ -266,13 +287,13 @@ pub struct CutOff;
 struct ReaderShared {
     queue: ArrayQueue<Arc<Batch>>,
     cut_off: AtomicBool,
-    wake: Unparker,
+    wake: Wake,
 }
 
-/// A consumer of published batches, at its own pace.
+/// A consumer of published batches, at its own pace. Wait on it from one thread: the
+/// first thread that waits is the one woken when a batch comes.
 pub struct Reader {
     shared: Arc<ReaderShared>,
-    parker: Parker,
 }
 
 impl Reader {
@@ -300,7 +321,14 @@ impl Reader {
             if now >= deadline {
                 return Ok(None);
             }
-            self.parker.park_timeout(deadline - now);
+            self.shared.wake.register();
+            // A batch may have come between the check above and registering.
+            if let Some(b) = self.try_next()? {
+                return Ok(Some(b));
+            }
+            // Capped: a reader moved to another thread after it first waited is woken at
+            // the first thread; it then polls at this pace instead of stalling.
+            std::thread::park_timeout((deadline - now).min(Duration::from_millis(1)));
         }
     }
 }
@@ -310,7 +338,7 @@ pub struct Pipeline {
     gateways: Vec<Gateway>,
     new_readers: Arc<ArrayQueue<Arc<ReaderShared>>>,
     stop: Arc<AtomicBool>,
-    engine: Unparker,
+    engine: Wake,
     thread: Option<JoinHandle<EngineThread>>,
     pub stats: Arc<Stats>,
     reader_capacity: usize,
@@ -358,22 +386,21 @@ struct Handoff {
     /// Highest sequence number known durable.
     durable_seq: AtomicU64,
     engine_done: AtomicBool,
-    journal: Unparker,
-    engine: Unparker,
+    journal: Wake,
+    engine: Wake,
 }
 
 impl Pipeline {
     /// Starts the engine thread (and its journal thread) on a recovered exchange.
     pub fn start(cfg: PipelineConfig, engine: EngineThread) -> Pipeline {
-        let parker = Parker::new();
-        let unparker = parker.unparker().clone();
+        let engine_wake = Wake::default();
         let stats = Arc::new(Stats::default());
         stats.last_seq.store(engine.last_seq, Ordering::Relaxed);
         let gateways: Vec<Gateway> = (0..cfg.gateways)
             .map(|id| Gateway {
                 id,
                 queue: Arc::new(ArrayQueue::new(cfg.queue_capacity)),
-                engine: unparker.clone(),
+                engine: engine_wake.clone(),
                 stats: stats.clone(),
             })
             .collect();
@@ -385,7 +412,7 @@ impl Pipeline {
             stop: stop.clone(),
             stats: stats.clone(),
             cfg: cfg.clone(),
-            parker,
+            wake: engine_wake.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("fulgur-engine".into())
@@ -395,7 +422,7 @@ impl Pipeline {
             gateways,
             new_readers,
             stop,
-            engine: unparker,
+            engine: engine_wake,
             thread: Some(thread),
             stats,
             reader_capacity: cfg.reader_capacity,
@@ -414,15 +441,14 @@ impl Pipeline {
     /// A new reader; it sees batches published after the journal thread picks it up.
     /// `None` when `max_readers` are waiting to be picked up.
     pub fn subscribe(&self) -> Option<Reader> {
-        let parker = Parker::new();
         let shared = Arc::new(ReaderShared {
             queue: ArrayQueue::new(self.reader_capacity),
             cut_off: AtomicBool::new(false),
-            wake: parker.unparker().clone(),
+            wake: Wake::default(),
         });
         self.new_readers.push(shared.clone()).ok()?;
-        self.engine.unpark();
-        Some(Reader { shared, parker })
+        self.engine.wake();
+        Some(Reader { shared })
     }
 
     /// Requests waiting in all gateway queues.
@@ -434,7 +460,7 @@ impl Pipeline {
     /// snapshots, and returns the engine's state.
     pub fn shutdown(mut self) -> EngineThread {
         self.stop.store(true, Ordering::Release);
-        self.engine.unpark();
+        self.engine.wake();
         self.thread
             .take()
             .expect("running")
@@ -449,7 +475,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     cfg: PipelineConfig,
-    parker: Parker,
+    /// Registered by the engine thread: gateways wake it.
+    wake: Wake,
 }
 
 impl Worker {
@@ -458,15 +485,14 @@ impl Worker {
     /// then publishes them, so the engine never waits for the disk and no reader sees an
     /// event of a command that is not durable.
     fn run(self, mut e: EngineThread) -> EngineThread {
-        let journal_parker = Parker::new();
-        let engine_wake = Parker::new();
+        self.wake.register();
         let handoff = Arc::new(Handoff {
             to_journal: ArrayQueue::new(JOURNAL_QUEUE),
             free: ArrayQueue::new(JOURNAL_QUEUE + self.cfg.reader_capacity),
             durable_seq: AtomicU64::new(e.last_seq),
             engine_done: AtomicBool::new(false),
-            journal: journal_parker.unparker().clone(),
-            engine: engine_wake.unparker().clone(),
+            journal: Wake::default(),
+            engine: self.wake.clone(),
         });
         let durable = std::mem::replace(&mut e.durable, Box::new(NoJournal));
         let journal = JournalThread {
@@ -477,7 +503,6 @@ impl Worker {
             held: Vec::new(),
             appended: e.last_seq,
             stats: self.stats.clone(),
-            parker: journal_parker,
         };
         let journal_thread = std::thread::Builder::new()
             .name("fulgur-journal".into())
@@ -521,7 +546,7 @@ impl Worker {
                         if idle_spins < spins {
                             std::hint::spin_loop();
                         } else {
-                            self.parker.park_timeout(Duration::from_micros(park_us));
+                            std::thread::park_timeout(Duration::from_micros(park_us));
                         }
                     }
                 }
@@ -565,16 +590,16 @@ impl Worker {
                     Ok(()) => break,
                     Err(back) => {
                         full = back;
-                        handoff.journal.unpark();
-                        engine_wake.park_timeout(Duration::from_micros(100));
+                        handoff.journal.wake();
+                        std::thread::park_timeout(Duration::from_micros(100));
                     }
                 }
             }
-            handoff.journal.unpark();
+            handoff.journal.wake();
             since_snapshot += n;
             if self.cfg.snapshot_every > 0 && since_snapshot >= self.cfg.snapshot_every {
                 since_snapshot = 0;
-                wait_durable(&handoff, &engine_wake, e.last_seq);
+                wait_durable(&handoff, e.last_seq);
                 if let Err(err) = e.snapshotter.snapshot(&e.exchange, e.last_seq) {
                     // The journal still holds everything: a failed snapshot only makes the
                     // next recovery longer.
@@ -583,7 +608,7 @@ impl Worker {
             }
         }
         handoff.engine_done.store(true, Ordering::Release);
-        handoff.journal.unpark();
+        handoff.journal.wake();
         e.durable = journal_thread.join().expect("journal thread panicked");
         if let Err(err) = e.snapshotter.snapshot(&e.exchange, e.last_seq) {
             eprintln!("snapshot at shutdown failed: {err}");
@@ -618,10 +643,10 @@ fn take_batch(handoff: &Handoff, batch_max: usize) -> Arc<Batch> {
 
 /// Waits until everything up to `seq` is durable (before a snapshot: a snapshot must never
 /// hold a command the journal could lose).
-fn wait_durable(handoff: &Handoff, parker: &Parker, seq: u64) {
+fn wait_durable(handoff: &Handoff, seq: u64) {
     while handoff.durable_seq.load(Ordering::Acquire) < seq {
-        handoff.journal.unpark();
-        parker.park_timeout(Duration::from_micros(200));
+        handoff.journal.wake();
+        std::thread::park_timeout(Duration::from_micros(200));
     }
 }
 
@@ -635,11 +660,11 @@ struct JournalThread {
     /// Last sequence number appended to the journal.
     appended: u64,
     stats: Arc<Stats>,
-    parker: Parker,
 }
 
 impl JournalThread {
     fn run(mut self) -> Box<dyn Durable> {
+        self.handoff.journal.register();
         let mut group: Vec<Arc<Batch>> = Vec::with_capacity(JOURNAL_QUEUE);
         loop {
             while let Some(r) = self.new_readers.pop() {
@@ -657,7 +682,7 @@ impl JournalThread {
                 if engine_done {
                     break;
                 }
-                self.parker.park_timeout(Duration::from_millis(1));
+                std::thread::park_timeout(Duration::from_millis(1));
                 continue;
             }
             for b in &group {
@@ -690,7 +715,7 @@ impl JournalThread {
         }
         for r in &self.readers {
             r.cut_off.store(true, Ordering::Release);
-            r.wake.unpark();
+            r.wake.wake();
         }
         self.durable
     }
@@ -706,7 +731,7 @@ impl JournalThread {
             self.handoff
                 .durable_seq
                 .store(self.appended, Ordering::Release);
-            self.handoff.engine.unpark();
+            self.handoff.engine.wake();
             let ns = (d.as_nanos() as u64).max(1);
             self.stats.fsync_histogram.record(ns);
             self.stats.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
@@ -733,12 +758,12 @@ impl JournalThread {
 fn publish(readers: &mut Vec<Arc<ReaderShared>>, stats: &Stats, batch: &Arc<Batch>) {
     readers.retain(|r| {
         if r.queue.push(batch.clone()).is_ok() {
-            r.wake.unpark();
+            r.wake.wake();
             true
         } else {
             // Too slow: cut off, never waited for.
             r.cut_off.store(true, Ordering::Release);
-            r.wake.unpark();
+            r.wake.wake();
             stats.readers_cut_off.fetch_add(1, Ordering::Relaxed);
             false
         }
