@@ -49,9 +49,7 @@ use serde_json::value::RawValue;
 
 use super::Flow;
 use crate::command::{Command, OrderRef, PlaceOrder, Sequenced};
-use crate::spec::{
-    decimal_to_steps, AssetClass, AssetSpec, FeeSchedule, MarketSpec, MarketStatus, UnitError,
-};
+use crate::spec::{decimal_to_steps, AssetClass, AssetSpec, MarketSpec, UnitError};
 use crate::types::*;
 
 pub const DEFAULT_ACCOUNTS: u32 = 1_000;
@@ -652,26 +650,13 @@ impl<R: BufRead> BitfinexLoader<R> {
 
     /// `<base><quote>` on the options' grid: one tick times one lot is one quote minor unit.
     pub fn markets(&self) -> Vec<MarketSpec> {
+        let symbol = format!("{}{}", self.options.base, self.options.quote);
         vec![MarketSpec {
-            symbol: format!("{}{}", self.options.base, self.options.quote),
-            base: 0,
-            quote: 1,
             tick_size: self.tick_size,
             lot_size: self.lot_size,
-            min_price_ticks: 1,
             max_price_ticks: MAX_PRICE_TICKS,
-            min_qty_lots: 1,
             max_qty_lots: MAX_QTY_LOTS,
-            min_notional: 0,
-            max_notional: u64::MAX,
-            price_band_bps: 0,
-            max_open_orders: u16::MAX as u32,
-            status: MarketStatus::Trading,
-            fees: FeeSchedule {
-                maker_fee_bps: 0,
-                taker_fee_bps: 0,
-            },
-            required_permission: None,
+            ..super::plain_market(&symbol)
         }]
     }
 

@@ -35,7 +35,7 @@ use std::io::{BufRead, Read};
 
 use super::Flow;
 use crate::command::{Command, OrderRef, PlaceOrder, Sequenced};
-use crate::spec::{AssetClass, AssetSpec, FeeSchedule, MarketSpec, MarketStatus};
+use crate::spec::{AssetClass, AssetSpec, MarketSpec, MarketStatus};
 use crate::types::*;
 
 /// LOBSTER price units (dollars × 10000) per tick of one cent.
@@ -346,25 +346,9 @@ impl<R: BufRead> LobsterLoader<R> {
     /// `<symbol>USD`: tick one cent, lot one share, no fees, no band.
     pub fn markets(&self) -> Vec<MarketSpec> {
         vec![MarketSpec {
-            symbol: format!("{}{QUOTE_SYMBOL}", self.options.symbol),
-            base: 0,
-            quote: 1,
-            tick_size: 1,
-            lot_size: 1,
-            min_price_ticks: 1,
             max_price_ticks: MAX_PRICE_TICKS,
-            min_qty_lots: 1,
             max_qty_lots: MAX_QTY_LOTS,
-            min_notional: 0,
-            max_notional: u64::MAX,
-            price_band_bps: 0,
-            max_open_orders: u16::MAX as u32,
-            status: MarketStatus::Trading,
-            fees: FeeSchedule {
-                maker_fee_bps: 0,
-                taker_fee_bps: 0,
-            },
-            required_permission: None,
+            ..super::plain_market(&format!("{}{QUOTE_SYMBOL}", self.options.symbol))
         }]
     }
 
