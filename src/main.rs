@@ -327,6 +327,7 @@ fn main() {
             kind: SnapshotCmd::Create { data_dir, keep },
         } => {
             let cfg = fulgur::config::Config::default();
+            let _lock = fulgur::recovery::lock_data_dir(&data_dir).unwrap_or_else(|e| fail(&e));
             let recovered = fulgur::recovery::recover(
                 &data_dir,
                 cfg.engine.engine_config(),

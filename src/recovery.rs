@@ -19,6 +19,28 @@ use fulgur_engine::{EngineConfig, Event, Exchange};
 
 use crate::pipeline::Snapshotter;
 
+/// Locks the data directory for this process (an OS file lock on `<data dir>/LOCK`, released
+/// when the returned file is dropped or the process dies, even by SIGKILL). A second
+/// `fulgur` on the same directory would corrupt its journal, so it is refused.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, String> {
+    fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let path = data_dir.join("LOCK");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "data directory {} is in use by another fulgur process",
+            data_dir.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 pub fn journal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("journal")
 }
@@ -329,6 +351,17 @@ mod tests {
         assert!(report.torn_tail.is_some(), "{report}");
         assert_eq!(seq, published - 1, "only the torn record is gone");
         ex.check_invariants().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_data_directory_is_used_by_one_process_at_a_time() {
+        let dir = temp("lock");
+        let held = lock_data_dir(&dir).unwrap();
+        let e = lock_data_dir(&dir).unwrap_err();
+        assert!(e.contains("in use by another fulgur process"), "{e}");
+        drop(held);
+        lock_data_dir(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -55,6 +55,8 @@ pub struct Exchange {
     router: Option<std::thread::JoinHandle<()>>,
     /// Set when shutdown begins: `submit` answers `Stopped` from then on.
     stopping: std::sync::atomic::AtomicBool,
+    /// Held while the exchange runs: one process per data directory.
+    _lock: std::fs::File,
 }
 
 /// Why a command was not taken.
@@ -70,8 +72,7 @@ impl Exchange {
     /// Recovers the data directory and starts the pipeline and the reply router. A new data
     /// directory starts with `initial` (the demo markets), journaled like any command.
     pub fn start(cfg: &Config, initial: Vec<Command>) -> Result<Exchange, String> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+        let lock = crate::recovery::lock_data_dir(&cfg.data_dir)?;
         let fsync = match cfg.journal.fsync {
             Fsync::Batch => FsyncPolicy::EveryBatch,
             Fsync::Interval => FsyncPolicy::EveryMillis(cfg.journal.fsync_every_ms),
@@ -107,6 +108,7 @@ impl Exchange {
             next_request: AtomicU64::new(1),
             router: Some(router),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
         };
         if last_seq == 0 {
             for c in initial {
