@@ -242,7 +242,7 @@ pub fn decimal_to_steps(value: Decimal, step_minor: u64, decimals: u8) -> Result
     if step == 0 {
         return Err(UnitError::OutOfRange);
     }
-    if minor % step != 0 {
+    if !minor.is_multiple_of(step) {
         return Err(UnitError::NotAMultiple);
     }
     u64::try_from(minor / step).map_err(|_| UnitError::OutOfRange)

@@ -1372,15 +1372,19 @@ mod tests {
             Command::PlaceOrder(PlaceOrder {
                 account: (i % 4) as u32,
                 market: 0,
-                side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+                side: if i.is_multiple_of(2) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
                 order_type: OrderType::Limit,
-                tif: if i % 3 == 0 {
+                tif: if i.is_multiple_of(3) {
                     TimeInForce::Gtd { expire_ns: 1 << 40 }
                 } else {
                     TimeInForce::Gtc
                 },
                 quantity: Quantity::Base(1 + i % 5),
-                price: Some(if i % 2 == 0 {
+                price: Some(if i.is_multiple_of(2) {
                     900 + i % 7
                 } else {
                     1_000 + i % 7

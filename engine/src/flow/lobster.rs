@@ -548,7 +548,7 @@ impl<R: BufRead> LobsterLoader<R> {
         if self.resting.contains_key(&id) {
             return self.skip(Skip::DuplicateOrderId);
         }
-        let skip = if price % PRICE_UNITS_PER_TICK != 0 {
+        let skip = if !price.is_multiple_of(PRICE_UNITS_PER_TICK) {
             Some(Skip::PriceOffTick)
         } else if !(1..=MAX_PRICE_TICKS).contains(&(price / PRICE_UNITS_PER_TICK)) {
             Some(Skip::PriceOutOfRange)
