@@ -164,53 +164,6 @@ pub fn setup_commands() -> Vec<Command> {
     cmds
 }
 
-/// Sequences commands and applies them, stamping the wall clock (the engine reads none).
-pub struct Driver {
-    pub exchange: Exchange,
-    seq: u64,
-    pub events: Vec<Event>,
-    pub commands: u64,
-    pub trades: u64,
-}
-
-impl Driver {
-    pub fn new(config: EngineConfig) -> Self {
-        Driver {
-            exchange: Exchange::new(config),
-            seq: 0,
-            events: Vec::with_capacity(4096),
-            commands: 0,
-            trades: 0,
-        }
-    }
-
-    pub fn apply(&mut self, command: Command) {
-        self.seq += 1;
-        let ts_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.events.clear();
-        self.exchange.apply(
-            &Sequenced {
-                seq: self.seq,
-                ts_ns,
-                command,
-            },
-            &mut self.events,
-        );
-        self.commands += 1;
-        for e in &self.events {
-            match e {
-                Event::Trade { .. } => self.trades += 1,
-                Event::OrderRejected { reason, .. } | Event::CommandRejected { reason } => {
-                    panic!("demo command rejected: {reason:?}")
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
 /// The demo's built-in flow, through a running exchange: every round, on every market, the
 /// maker cancels its quotes and quotes a five-level ladder around a drifting fair value,
 /// and the taker sends a market order into it. Runs until the exchange stops taking
@@ -428,16 +381,37 @@ mod tests {
 
     #[test]
     fn demo_setup_is_accepted_and_trades() {
-        let mut d = Driver::new(EngineConfig::default());
-        for c in setup_commands() {
-            d.apply(c); // panics on any rejection
+        let mut ex = Exchange::new(EngineConfig::default());
+        let mut trades = 0;
+        let cmds = setup_commands().into_iter().chain([
+            limit(MAKER, 0, Side::Sell, 9_700_000, 1_000),
+            limit(TAKER, 0, Side::Buy, 9_700_000, 600),
+        ]);
+        for (i, command) in cmds.enumerate() {
+            let mut out = Vec::new();
+            let seq = i as u64 + 1;
+            ex.apply(
+                &Sequenced {
+                    seq,
+                    ts_ns: 0,
+                    command,
+                },
+                &mut out,
+            );
+            for e in &out {
+                match e {
+                    Event::Trade { .. } => trades += 1,
+                    Event::OrderRejected { reason, .. } | Event::CommandRejected { reason } => {
+                        panic!("demo command {seq} rejected: {reason:?}")
+                    }
+                    _ => {}
+                }
+            }
         }
-        assert_eq!(d.exchange.market_count(), 4);
-        let t = d.exchange.market_spec(3).unwrap();
+        assert_eq!(ex.market_count(), 4);
+        let t = ex.market_spec(3).unwrap();
         assert_eq!(t.required_permission, Some(RWA_PERMISSION));
-        d.apply(limit(MAKER, 0, Side::Sell, 9_700_000, 1_000));
-        d.apply(limit(TAKER, 0, Side::Buy, 9_700_000, 600));
-        assert_eq!(d.trades, 1);
-        d.exchange.check_invariants().unwrap();
+        assert_eq!(trades, 1);
+        ex.check_invariants().unwrap();
     }
 }
