@@ -1889,15 +1889,11 @@ impl Exchange {
             .collect()
     }
 
-    fn open_order(&self, slot: u32) -> OpenOrder {
+    /// `expiry` finds a GTD order's expiry (a scan of the heap, or a prepared map).
+    fn open_order(&self, slot: u32, expiry: impl Fn(OrderId) -> Option<u64>) -> OpenOrder {
         let o = &self.orders[slot as usize];
         let tif = if o.flags & F_GTD != 0 {
-            let expire_ns = self
-                .gtd
-                .iter()
-                .find(|Reverse((_, id))| *id == o.id)
-                .map(|Reverse((e, _))| *e)
-                .expect("a GTD order has a heap entry");
+            let expire_ns = expiry(o.id).expect("a GTD order has a heap entry");
             TimeInForce::Gtd { expire_ns }
         } else {
             TimeInForce::Gtc
@@ -1925,7 +1921,7 @@ impl Exchange {
         let slot = self.order_index.find(hash_id(order_id), |s| {
             self.orders[s as usize].id == order_id
         })?;
-        Some(self.open_order(slot))
+        Some(self.open_order(slot, |id| self.gtd_expiry_scan(id)))
     }
 
     /// Every resting order slot, book by book, best level first, queue order.
@@ -1948,13 +1944,23 @@ impl Exchange {
 
     /// The account's open orders, ascending order id.
     pub fn open_orders(&self, account: AccountId) -> Vec<OpenOrder> {
+        // One pass over the GTD heap for all the account's orders, not one per order.
+        let expiries: HashMap<OrderId, u64> =
+            self.gtd.iter().map(|Reverse((e, id))| (*id, *e)).collect();
         let mut v: Vec<OpenOrder> = self
             .resting_slots()
             .filter(|&(_, _, s)| self.orders[s as usize].account == account)
-            .map(|(_, _, s)| self.open_order(s))
+            .map(|(_, _, s)| self.open_order(s, |id| expiries.get(&id).copied()))
             .collect();
         v.sort_by_key(|o| o.order_id);
         v
+    }
+
+    fn gtd_expiry_scan(&self, id: OrderId) -> Option<u64> {
+        self.gtd
+            .iter()
+            .find(|Reverse((_, x))| *x == id)
+            .map(|Reverse((e, _))| *e)
     }
 
     /// The id the next accepted order will get.
