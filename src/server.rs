@@ -70,7 +70,8 @@ pub enum SubmitError {
 
 impl Exchange {
     /// Recovers the data directory and starts the pipeline and the reply router. A new data
-    /// directory starts with `initial` (the demo markets), journaled like any command.
+    /// directory starts with `initial` (the demo markets), journaled like any command; a
+    /// setup a crash interrupted is completed.
     pub fn start(cfg: &Config, initial: Vec<Command>) -> Result<Exchange, String> {
         let lock = crate::recovery::lock_data_dir(&cfg.data_dir)?;
         let fsync = match cfg.journal.fsync {
@@ -110,8 +111,15 @@ impl Exchange {
             stopping: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
-        if last_seq == 0 {
-            for c in initial {
+        // The setup commands are the data directory's first commands, submitted one by one,
+        // each durable before the next, before anything else can submit: a crash in the
+        // middle leaves exactly the first `last_seq` of them, and the rest resumes here.
+        let done = (last_seq as usize).min(initial.len());
+        if done < initial.len() {
+            if done > 0 {
+                tracing::warn!(done, of = initial.len(), "resuming an interrupted setup");
+            }
+            for c in initial.into_iter().skip(done) {
                 let r = ex.submit_blocking(c)?;
                 if let Some(e) = r.events.iter().find(|e| {
                     matches!(
@@ -506,5 +514,53 @@ async fn stop_signal(run_for: Option<Duration>) {
         _ = term => tracing::info!("SIGTERM: stopping"),
         _ = timer => tracing::info!("run time over: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulgur_engine::Command;
+
+    fn cfg(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
+    fn deposits(n: u32) -> Vec<Command> {
+        let mut v = vec![Command::AddAsset(Box::new(fulgur_engine::AssetSpec {
+            symbol: "USD".into(),
+            decimals: 2,
+            class: fulgur_engine::AssetClass::Stablecoin,
+        }))];
+        v.extend((1..=n).map(|a| Command::Deposit {
+            account: a,
+            asset: 0,
+            amount: 100,
+        }));
+        v
+    }
+
+    #[test]
+    fn an_interrupted_setup_is_completed_and_a_finished_one_is_not_repeated() {
+        let dir = std::env::temp_dir().join(format!("fulgur-setup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A first start that got through 3 of the 6 setup commands.
+        let ex = Exchange::start(&cfg(&dir), deposits(5)[..3].to_vec()).unwrap();
+        assert_eq!(ex.shutdown().1, 3);
+        // The next start completes it...
+        let ex = Exchange::start(&cfg(&dir), deposits(5)).unwrap();
+        let (hash, seq) = ex.shutdown();
+        assert_eq!(seq, 6);
+        // ...to the state a start that was never interrupted reaches,
+        let fresh = dir.join("fresh");
+        let ex = Exchange::start(&cfg(&fresh), deposits(5)).unwrap();
+        assert_eq!(ex.shutdown(), (hash, 6));
+        // and a finished setup is not run again.
+        let ex = Exchange::start(&cfg(&dir), deposits(5)).unwrap();
+        assert_eq!(ex.shutdown(), (hash, 6));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
