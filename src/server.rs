@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Fsync};
-use crate::pipeline::{EngineThread, Origin, Pipeline, Reader, Stats};
+use crate::pipeline::{Batch, EngineThread, Origin, Pipeline, Reader, Stats};
 use crate::recovery::{recover, FileSnapshotter};
 
 /// A command's outcome, sent once it is durable.
@@ -157,8 +157,8 @@ impl Exchange {
             .submit(request, command)
         {
             Ok(()) => Ok(rx),
-            // The router drops the registration when it finds no reply ever came (the
-            // receiver is gone), so nothing leaks.
+            // The registration is left behind; its receiver is dropped with `rx`, and the
+            // router prunes closed registrations (`Pending::register`).
             Err(_) => Err(SubmitError::Busy),
         }
     }
@@ -197,21 +197,38 @@ impl Exchange {
     }
 }
 
-/// The reply router: a pipeline reader completing registered replies.
-fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
-    let mut pending: HashMap<Origin, oneshot::Sender<Reply>> = HashMap::with_capacity(1024);
-    // Ends when the pipeline stops (every reader is cut off then).
-    while let Ok(batch) = reader.next_timeout(Duration::from_millis(50)) {
-        while let Some((origin, tx)) = registrations.pop() {
-            pending.insert(origin, tx);
+/// Replies waiting for their command, keyed by origin; owned by the router thread alone.
+struct Pending {
+    map: HashMap<Origin, oneshot::Sender<Reply>>,
+    /// Past this many entries, those nobody waits for any more are dropped.
+    limit: usize,
+}
+
+impl Pending {
+    fn new(limit: usize) -> Self {
+        Pending {
+            map: HashMap::with_capacity(1024),
+            limit,
         }
-        let Some(b) = batch else {
-            // Forget replies nobody waits for any more (a busy submit, a gone client).
-            pending.retain(|_, tx| !tx.is_closed());
-            continue;
-        };
+    }
+
+    fn register(&mut self, origin: Origin, tx: oneshot::Sender<Reply>) {
+        self.map.insert(origin, tx);
+        // A submit refused as busy leaves a registration no batch will ever answer; its
+        // client has gone (the receiver is closed). Under overload, when busy answers are
+        // frequent and the pipeline is never idle, this is what keeps the map bounded.
+        if self.map.len() > self.limit {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        self.map.retain(|_, tx| !tx.is_closed());
+    }
+
+    fn deliver(&mut self, b: &Batch) {
         for e in &b.entries {
-            if let Some(tx) = pending.remove(&e.origin) {
+            if let Some(tx) = self.map.remove(&e.origin) {
                 let _ = tx.send(Reply {
                     seq: e.seq,
                     events: b.events_of(e).to_vec(),
@@ -219,8 +236,23 @@ fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
             }
         }
     }
-    if !pending.is_empty() {
-        tracing::warn!(pending = pending.len(), "replies dropped at shutdown");
+}
+
+/// The reply router: a pipeline reader completing registered replies.
+fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
+    let mut pending = Pending::new(MAX_IN_FLIGHT);
+    // Ends when the pipeline stops (every reader is cut off then).
+    while let Ok(batch) = reader.next_timeout(Duration::from_millis(50)) {
+        while let Some((origin, tx)) = registrations.pop() {
+            pending.register(origin, tx);
+        }
+        match batch {
+            Some(b) => pending.deliver(&b),
+            None => pending.prune(),
+        }
+    }
+    if !pending.map.is_empty() {
+        tracing::warn!(pending = pending.map.len(), "replies dropped at shutdown");
     }
 }
 
@@ -541,6 +573,34 @@ mod tests {
             amount: 100,
         }));
         v
+    }
+
+    #[test]
+    fn registrations_of_refused_submits_do_not_accumulate() {
+        let mut p = Pending::new(100);
+        let mut waiting = Vec::new();
+        for request in 0..10_000u64 {
+            let (tx, rx) = oneshot::channel();
+            p.register(
+                Origin {
+                    gateway: 0,
+                    request,
+                },
+                tx,
+            );
+            if request % 1_000 == 0 {
+                waiting.push(rx); // a client still waiting
+            } // else: refused as busy, the client gave up (rx dropped)
+        }
+        assert!(p.map.len() <= 101, "{} registrations kept", p.map.len());
+        // The ones still waiting are kept.
+        for r in (0..10_000u64).step_by(1_000) {
+            assert!(p.map.contains_key(&Origin {
+                gateway: 0,
+                request: r
+            }));
+        }
+        drop(waiting);
     }
 
     #[test]
