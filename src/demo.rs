@@ -171,7 +171,8 @@ pub fn setup_commands() -> Vec<Command> {
 pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
     let mut rng = flow::Rng::new(42);
     // Prices in ticks of each market (the demo's own specs: see `setup_commands`).
-    let specs: Vec<(u64, u64, u64, u32)> = MARKETS
+    // Per market: start price, the smallest quote in lots, half the price band (ticks).
+    let specs: Vec<(u64, u64, u64)> = MARKETS
         .iter()
         .map(|m| {
             let qd = decimals_of(m.quote);
@@ -187,7 +188,6 @@ pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
                 start,
                 min_lots,
                 (start as u128 * m.band_bps as u128 / 20_000) as u64,
-                m.band_bps,
             )
         })
         .collect();
@@ -201,7 +201,7 @@ pub fn run_flow(ex: std::sync::Arc<crate::server::Exchange>) {
     'rounds: loop {
         for (i, f) in fair.iter_mut().enumerate() {
             let market = i as MarketId;
-            let (start, min_lots, half_band, _) = specs[i];
+            let (start, min_lots, half_band) = specs[i];
             // Fair value drifts by at most 2 ticks a round and stays in half its band.
             *f = (*f + rng.below(5))
                 .saturating_sub(2)
