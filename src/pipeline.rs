@@ -249,10 +249,6 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn id(&self) -> u16 {
-        self.id
-    }
-
     /// Queues a command; `Busy` at once if the queue is full.
     pub fn submit(&self, request: u64, command: Command) -> Result<(), Busy> {
         let r = Request {

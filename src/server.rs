@@ -179,10 +179,6 @@ impl Exchange {
         self.stopping.store(true, Ordering::Release);
     }
 
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
     pub fn stats(&self) -> &Stats {
         &self.pipeline.stats
     }
