@@ -12,6 +12,8 @@ pub struct ApiError {
     pub msg: String,
     /// `Retry-After` in seconds (429 and 418 answers).
     pub retry_after_s: Option<u64>,
+    /// Extra detail some errors carry (cancelReplace's two results).
+    pub data: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             msg: msg.into(),
             retry_after_s: None,
+            data: None,
         }
     }
 
@@ -170,7 +173,11 @@ impl ApiError {
 
     /// The JSON body `{"code":..,"msg":..}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"code": self.code, "msg": self.msg})
+        let mut b = serde_json::json!({"code": self.code, "msg": self.msg});
+        if let Some(d) = &self.data {
+            b["data"] = d.clone();
+        }
+        b
     }
 }
 
