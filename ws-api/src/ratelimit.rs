@@ -180,6 +180,7 @@ impl RateLimiter {
             code: -1003,
             msg: self.weight_msg.clone(),
             retry_after_s: Some(ceil_s((minute + 1) * MINUTE_MS - now_ms)),
+            data: None,
         })
     }
 
@@ -408,6 +409,7 @@ impl RateLimiter {
                  Please use WebSocket Streams for live updates to avoid bans."
             ),
             retry_after_s: Some(ceil_s(until_ms.saturating_sub(now_ms))),
+            data: None,
         }
     }
 }
