@@ -33,8 +33,8 @@ use crate::config::{Config, Fsync};
 use crate::pipeline::{Batch, EngineThread, Origin, Pipeline, Reader, Stats};
 use crate::recovery::{recover, FileSnapshotter};
 
-pub use fulgur_ws_api::{Reply, SubmitError};
 use fulgur_ws_api::{BatchItem, Feed};
+pub use fulgur_ws_api::{Reply, SubmitError};
 
 /// Replies waiting for their command; bounds the requests in flight.
 const MAX_IN_FLIGHT: usize = 65_536;
@@ -480,7 +480,7 @@ pub fn serve(
         .route("/fulgur/v1/commands", post(command))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
-        .merge(fulgur_ws_api::rest::routes(api))
+        .merge(fulgur_ws_api::router(api))
         .layer(axum::middleware::from_fn_with_state(state, count_requests));
     let listen = cfg.listen;
     let ready = exchange.clone();

@@ -29,7 +29,11 @@ pub fn verify_signature(key: &ApiKey, payload: &[u8], signature: &str) -> bool {
 pub fn signed_payload(raw_query: &str, raw_body: &str) -> Result<(String, String), ApiError> {
     Err(ApiError::bad_signature())
 }
-pub fn check_timestamp(now_ms: u64, timestamp_ms: u64, recv_window: Option<&str>) -> Result<(), ApiError> {
+pub fn check_timestamp(
+    now_ms: u64,
+    timestamp_ms: u64,
+    recv_window: Option<&str>,
+) -> Result<(), ApiError> {
     Ok(())
 }
 pub fn admin_token(data_dir: &Path) -> Result<String, String> {

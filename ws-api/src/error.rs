@@ -143,11 +143,19 @@ impl ApiError {
     }
 
     pub fn invalid_api_key() -> ApiError {
-        ApiError::new(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        ApiError::new(
+            401,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        )
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(401, -1002, "You are not authorized to execute this request.")
+        ApiError::new(
+            401,
+            -1002,
+            "You are not authorized to execute this request.",
+        )
     }
 
     pub fn bad_recv_window() -> ApiError {

@@ -14,11 +14,11 @@
 pub mod auth;
 pub mod error;
 pub mod orders;
-pub mod rest;
 pub mod params;
-pub mod view;
 pub mod ratelimit;
+pub mod rest;
 pub mod streams;
+pub mod view;
 pub mod wsapi;
 
 use fulgur_engine::{Command, Event};
@@ -80,12 +80,18 @@ pub struct ApiConfig {
 /// started from.
 pub struct Feed {
     view: RwLock<View>,
+    /// Market-data streams.
+    pub market: streams::Hub,
+    /// User-data events (WS API subscriptions, listen keys).
+    pub users: wsapi::UserHub,
 }
 
 impl Feed {
     pub fn new(view: View) -> Arc<Feed> {
         Arc::new(Feed {
             view: RwLock::new(view),
+            market: streams::Hub::new(),
+            users: wsapi::UserHub::new(),
         })
     }
 
@@ -99,6 +105,8 @@ impl Feed {
     pub fn on_batch(&self, items: &[BatchItem<'_>]) {
         let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
         v.apply(items);
+        self.market.publish(&v, items);
+        self.users.publish(&v);
     }
 }
 
@@ -150,6 +158,13 @@ impl Api {
             )),
         }
     }
+}
+
+/// Every route of the API: REST, market-data streams, WebSocket API.
+pub fn router(api: Arc<Api>) -> axum::Router {
+    rest::routes(api.clone())
+        .merge(streams::routes(api.clone()))
+        .merge(wsapi::routes(api))
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the API's clock: timestamps, windows).

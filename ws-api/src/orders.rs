@@ -191,9 +191,7 @@ pub fn new_order(view: &View, account: AccountId, p: &Params) -> Result<NewOrder
             if a.normalize().scale() > qd as u32 {
                 return Err(ApiError::too_much_precision("quoteOrderQty"));
             }
-            Quantity::Quote(
-                decimal_to_steps(a, 1, qd).map_err(|_| ApiError::filter("NOTIONAL"))?,
-            )
+            Quantity::Quote(decimal_to_steps(a, 1, qd).map_err(|_| ApiError::filter("NOTIONAL"))?)
         }
         (None, Some(_)) => return Err(ApiError::not_required("quoteOrderQty")),
         (Some(_), Some(_)) => return Err(ApiError::not_required("quoteOrderQty")),
@@ -421,7 +419,12 @@ pub fn order_json(m: &MarketView, o: &OrderRec) -> Value {
 }
 
 /// An order as a cancel answers it.
-pub fn cancel_json(m: &MarketView, o: &OrderRec, cancel_client_id: &str, transact_ms: u64) -> Value {
+pub fn cancel_json(
+    m: &MarketView,
+    o: &OrderRec,
+    cancel_client_id: &str,
+    transact_ms: u64,
+) -> Value {
     json!({
         "symbol": m.spec.symbol,
         "origClientOrderId": o.client_order_id.as_str(),
@@ -466,7 +469,12 @@ pub fn find_order<'v>(view: &'v View, account: AccountId, r: OrderRef) -> Option
 
 /// Places an order (or, with `test`, only checks it): the Binance answer and the account's
 /// order counts.
-pub async fn place(api: &Api, account: AccountId, p: &Params, test: bool) -> Result<Value, ApiError> {
+pub async fn place(
+    api: &Api,
+    account: AccountId,
+    p: &Params,
+    test: bool,
+) -> Result<Value, ApiError> {
     let order = {
         let view = api.view();
         new_order(&view, account, p)?
@@ -483,7 +491,14 @@ pub async fn place(api: &Api, account: AccountId, p: &Params, test: bool) -> Res
     let m = &view.markets[order.place.market as usize];
     let (o, fills) = crate::view::order_from_events(m, &reply.events, reply.ts_ns)
         .ok_or_else(|| ApiError::internal("the order's events are missing"))?;
-    Ok(order_response(&view, m, &o, &fills, ms(reply.ts_ns), order.resp))
+    Ok(order_response(
+        &view,
+        m,
+        &o,
+        &fills,
+        ms(reply.ts_ns),
+        order.resp,
+    ))
 }
 
 /// `order/test` answers `{}`, or commission rates with `computeCommissionRates=true`.
@@ -626,7 +641,9 @@ pub fn all_orders(api: &Api, account: AccountId, p: &Params) -> Result<Value, Ap
         v.drain(..v.len() - limit);
     }
     v.truncate(limit);
-    Ok(Value::Array(v.into_iter().map(|o| order_json(m, o)).collect()))
+    Ok(Value::Array(
+        v.into_iter().map(|o| order_json(m, o)).collect(),
+    ))
 }
 
 /// `myTrades` of one symbol.
@@ -724,11 +741,7 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
 /// `order/cancelReplace`: cancel, then place, as Binance's STOP_ON_FAILURE /
 /// ALLOW_FAILURE modes. Two commands: between them another command may run, as on
 /// Binance, where the two are not atomic either.
-pub async fn cancel_replace(
-    api: &Api,
-    account: AccountId,
-    p: &Params,
-) -> Result<Value, ApiError> {
+pub async fn cancel_replace(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiError> {
     let mode = p.req("cancelReplaceMode")?;
     let allow_failure = match mode {
         "STOP_ON_FAILURE" => false,
@@ -851,7 +864,9 @@ pub async fn amend_keep_priority(
         let view = api.view();
         let m = market(&view, p)?;
         let target = order_ref(p)?;
-        let q = p.decimal("newQty")?.ok_or_else(|| ApiError::mandatory("newQty"))?;
+        let q = p
+            .decimal("newQty")?
+            .ok_or_else(|| ApiError::mandatory("newQty"))?;
         let new_qty = steps("newQty", q, m.spec.lot_size, m.base.decimals, "LOT_SIZE")?;
         let before = find_order(&view, account, target)
             .filter(|o| o.market == m.id && o.status.is_open())

@@ -52,8 +52,9 @@ impl<S: Send + Sync> FromRequest<S> for Req {
                 ApiError::new(413, -1101, "Too many parameters sent for this endpoint.")
                     .into_response()
             })?;
-        let body = String::from_utf8(bytes.to_vec())
-            .map_err(|_| ApiError::new(400, -1100, "Illegal characters found in a parameter.").into_response())?;
+        let body = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ApiError::new(400, -1100, "Illegal characters found in a parameter.").into_response()
+        })?;
         Ok(Req {
             ip,
             method,
@@ -190,10 +191,18 @@ fn selected<'v>(view: &'v View, p: &Params) -> Result<Vec<&'v MarketView>, ApiEr
         return Ok(vec![orders::market(view, p)?]);
     }
     if let Some(list) = p.get("symbols") {
-        let names: Vec<String> = serde_json::from_str(list)
-            .map_err(|_| ApiError::illegal_chars("symbols", "^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$"))?;
+        let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+            ApiError::illegal_chars(
+                "symbols",
+                "^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$",
+            )
+        })?;
         if names.len() > 100 {
-            return Err(ApiError::new(400, -1101, "Too many values sent for parameter 'symbols', maximum allowed up to 100."));
+            return Err(ApiError::new(
+                400,
+                -1101,
+                "Too many values sent for parameter 'symbols', maximum allowed up to 100.",
+            ));
         }
         return names
             .iter()
@@ -223,7 +232,10 @@ pub fn symbol_info(m: &MarketView) -> Value {
     } else {
         (
             (Decimal::ONE + band).normalize().to_string(),
-            (Decimal::ONE - band).max(Decimal::ZERO).normalize().to_string(),
+            (Decimal::ONE - band)
+                .max(Decimal::ZERO)
+                .normalize()
+                .to_string(),
         )
     };
     let lot = |lots: u64| m.qty(lots as u128);
@@ -338,9 +350,15 @@ async fn trades(State(api): State<Arc<Api>>, r: Req) -> Response {
         let m = orders::market(&view, &p)?;
         let v: Vec<&crate::view::TradeRec> = match from_id {
             Some(id) => m.trades.iter().filter(|t| t.id >= id).take(limit).collect(),
-            None => m.trades.iter().skip(m.trades.len().saturating_sub(limit)).collect(),
+            None => m
+                .trades
+                .iter()
+                .skip(m.trades.len().saturating_sub(limit))
+                .collect(),
         };
-        Ok(Value::Array(v.into_iter().map(|t| trade_json(m, t)).collect()))
+        Ok(Value::Array(
+            v.into_iter().map(|t| trade_json(m, t)).collect(),
+        ))
     });
     answer(&api, r.ip, res, None)
 }
@@ -425,7 +443,11 @@ pub fn ticker_json(m: &MarketView, now: u64, full: bool) -> Value {
     let zero = m.price(0);
     let last = m.last_price.unwrap_or(0);
     let open = s.open.unwrap_or(last);
-    let (high, low) = if s.count == 0 { (0, 0) } else { (s.high, s.low) };
+    let (high, low) = if s.count == 0 {
+        (0, 0)
+    } else {
+        (s.high, s.low)
+    };
     let mut v = json!({
         "symbol": m.spec.symbol,
         "openPrice": if s.count == 0 { zero.clone() } else { m.price(open) },
@@ -442,7 +464,8 @@ pub fn ticker_json(m: &MarketView, now: u64, full: bool) -> Value {
     });
     if full {
         let scale = crate::view::print_scale(m.quote.decimals);
-        let p = |t: u64| fulgur_engine::spec::steps_to_decimal(t, m.spec.tick_size, m.quote.decimals);
+        let p =
+            |t: u64| fulgur_engine::spec::steps_to_decimal(t, m.spec.tick_size, m.quote.decimals);
         let (change, pct) = if s.count == 0 {
             (Decimal::ZERO, Decimal::ZERO)
         } else {
@@ -474,7 +497,14 @@ pub fn ticker_json(m: &MarketView, now: u64, full: bool) -> Value {
             ("priceChange", json!(fixed(change, scale))),
             ("priceChangePercent", json!(fixed(pct, 3))),
             ("weightedAvgPrice", json!(fixed(wavg, scale))),
-            ("prevClosePrice", json!(if s.count == 0 { zero.clone() } else { m.price(open) })),
+            (
+                "prevClosePrice",
+                json!(if s.count == 0 {
+                    zero.clone()
+                } else {
+                    m.price(open)
+                }),
+            ),
             ("lastQty", json!(m.qty(m.last_qty as u128))),
             ("bidPrice", json!(m.price(bid))),
             ("bidQty", json!(m.qty(bid_q as u128))),
@@ -546,7 +576,10 @@ pub fn book_ticker_json(m: &MarketView) -> Value {
 async fn book_ticker(State(api): State<Arc<Api>>, r: Req) -> Response {
     let res = api.public(&r, 2).and_then(|p| {
         let view = api.view();
-        let v = selected(&view, &p)?.into_iter().map(book_ticker_json).collect();
+        let v = selected(&view, &p)?
+            .into_iter()
+            .map(book_ticker_json)
+            .collect();
         Ok(one_or_many(&p, v))
     });
     answer(&api, r.ip, res, None)
@@ -707,7 +740,11 @@ struct DepositRequest {
 async fn admin_deposit(State(api): State<Arc<Api>>, r: Req) -> Response {
     let res = (async || {
         if !r.ip.is_loopback() {
-            return Err(ApiError::new(403, -1002, "You are not authorized to execute this request."));
+            return Err(ApiError::new(
+                403,
+                -1002,
+                "You are not authorized to execute this request.",
+            ));
         }
         let token = r
             .headers
@@ -721,9 +758,9 @@ async fn admin_deposit(State(api): State<Arc<Api>>, r: Req) -> Response {
             .map_err(|e| ApiError::new(400, -1100, format!("Illegal deposit request: {e}")))?;
         let (asset, amount) = {
             let view = api.view();
-            let a = view
-                .asset_by_symbol(&req.asset)
-                .ok_or_else(|| ApiError::new(400, -1130, "Invalid data sent for a parameter: 'asset'."))?;
+            let a = view.asset_by_symbol(&req.asset).ok_or_else(|| {
+                ApiError::new(400, -1130, "Invalid data sent for a parameter: 'asset'.")
+            })?;
             let v = crate::params::parse_decimal("amount", &req.amount)?;
             if v.normalize().scale() > a.decimals as u32 {
                 return Err(ApiError::too_much_precision("amount"));
@@ -743,7 +780,11 @@ async fn admin_deposit(State(api): State<Arc<Api>>, r: Req) -> Response {
             })
             .await?;
         if let Some(fulgur_engine::Event::CommandRejected { reason }) = reply.events.first() {
-            return Err(ApiError::new(400, -1130, format!("Deposit refused: {reason:?}")));
+            return Err(ApiError::new(
+                400,
+                -1130,
+                format!("Deposit refused: {reason:?}"),
+            ));
         }
         let view = api.view();
         let a = &view.assets[asset as usize];

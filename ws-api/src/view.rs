@@ -303,7 +303,9 @@ pub struct Stats {
 }
 
 pub fn quote_decimal(minor: u128, decimals: u8) -> String {
-    let minor = i128::try_from(minor).unwrap_or(i128::MAX).min(MAX_DECIMAL_MANTISSA);
+    let minor = i128::try_from(minor)
+        .unwrap_or(i128::MAX)
+        .min(MAX_DECIMAL_MANTISSA);
     fixed(
         Decimal::from_i128_with_scale(minor, decimals as u32),
         print_scale(decimals),
@@ -968,7 +970,11 @@ fn trade_fills(m: &MarketView, trade: &Event, now_ms: u64) -> [Fill; 2] {
     let (base, quote) = (m.spec.base, m.spec.quote);
     let taker_gets = if taker_buys { base } else { quote };
     let maker_gets = if taker_buys { quote } else { base };
-    let maker_asset = if maker_fee >= 0 { maker_gets } else { taker_gets };
+    let maker_asset = if maker_fee >= 0 {
+        maker_gets
+    } else {
+        taker_gets
+    };
     let fill = |order_id, is_maker: bool, commission: i128, commission_asset| Fill {
         trade_id,
         market,
