@@ -73,10 +73,10 @@ fn public_endpoints_answer_as_binance() {
     assert_eq!(one["symbols"][0]["symbol"], "ETHUSDT");
 
     // A book and a trade, through the operator endpoint.
-    fund(&s, 1);
-    fund(&s, 2);
-    let c1 = client(&s, 1);
-    let c2 = client(&s, 2);
+    fund(&s, 11);
+    fund(&s, 12);
+    let c1 = client(&s, 11);
+    let c2 = client(&s, 12);
     let r = c1.signed(
         "POST",
         "/api/v3/order",
@@ -208,10 +208,10 @@ fn public_endpoints_answer_as_binance() {
 #[test]
 fn signed_endpoints_orders_and_errors() {
     let s = Server::start("rest-signed");
-    fund(&s, 1);
-    fund(&s, 2);
-    let c1 = client(&s, 1);
-    let c2 = client(&s, 2);
+    fund(&s, 11);
+    fund(&s, 12);
+    let c1 = client(&s, 11);
+    let c2 = client(&s, 12);
 
     // Authentication.
     let bad_key = Client {
@@ -469,7 +469,8 @@ fn signed_endpoints_orders_and_errors() {
     // Order errors, word for word.
     let cases: &[(&str, i64, &str)] = &[
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=100&price=96000", -2010, "Account has insufficient balance for requested action."),
-        ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96000.005", -1111, "Parameter 'price' has too much precision."),
+        ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96000.000000001", -1111, "Parameter 'price' has too much precision."),
+        ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96000.005", -1013, "Filter failure: PRICE_FILTER"),
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.000015&price=96000", -1013, "Filter failure: LOT_SIZE"),
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00001&price=96000", -1013, "Filter failure: NOTIONAL"),
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000", -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
@@ -482,7 +483,7 @@ fn signed_endpoints_orders_and_errors() {
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96000&newClientOrderId=bad%20id", -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'."),
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1e-2&price=96000", -1100, "Illegal characters found in parameter 'quantity'; legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'."),
         ("symbol=XYZ&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96000", -1121, "Invalid symbol."),
-        ("symbol=BTCUSDT&side=SELL&type=LIMIT_MAKER&quantity=0.01&price=90000", -2010, "Order would immediately match and take."),
+        ("symbol=BTCUSDT&side=SELL&type=LIMIT_MAKER&quantity=0.01&price=96400", -2010, "Order would immediately match and take."),
         ("symbol=TBILLUSDC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=99.5", -2010, "This symbol is not permitted for this account."),
     ];
     // A resting bid for the LIMIT_MAKER case to cross.
