@@ -372,10 +372,15 @@ fn main() {
             init_logs();
             let cfg = server.config();
             let data_dir = cfg.data_dir.clone();
+            let listen = cfg.listen;
             let run_for = seconds.map(std::time::Duration::from_secs);
             let result = fulgur::server::serve(cfg, demo::setup_commands(), run_for, move |ex| {
                 match demo::write_credentials(&data_dir) {
-                    Ok(p) => tracing::info!("demo accounts and their keys: {}", p.display()),
+                    Ok(p) => tracing::info!(
+                        "Binance-compatible API on http://{listen}/api/v3 (streams ws://{listen}/ws, \
+                         WebSocket API ws://{listen}/ws-api/v3); demo accounts' API keys in {}",
+                        p.display()
+                    ),
                     Err(e) => tracing::warn!("could not write demo credentials: {e}"),
                 }
                 let ex = ex.clone();
