@@ -460,7 +460,7 @@ pub fn order_ref(p: &Params) -> Result<OrderRef, ApiError> {
     }
 }
 
-pub fn find_order<'v>(view: &'v View, account: AccountId, r: OrderRef) -> Option<&'v OrderRec> {
+pub fn find_order(view: &View, account: AccountId, r: OrderRef) -> Option<&OrderRec> {
     match r {
         OrderRef::Id(id) => view.order(account, id),
         OrderRef::Client(c) => view.order_by_client(account, &c),
@@ -781,8 +781,7 @@ pub async fn cancel_replace(api: &Api, account: AccountId, p: &Params) -> Result
         })
         .await?;
     let cancel = cancelled_answer(api, &creply, market, target, account, cancel_id.as_str());
-    if cancel.is_err() && !allow_failure {
-        let e = cancel.unwrap_err();
+    if let (Err(e), false) = (&cancel, allow_failure) {
         return Err(cancel_replace_error(
             json!({
                 "cancelResult": "FAILURE",

@@ -738,7 +738,14 @@ struct DepositRequest {
 /// `POST /fulgur/v1/admin/deposit`: credits an account, for operators (loopback clients
 /// with the data directory's admin token) until custody does it.
 async fn admin_deposit(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = (async || {
+    match deposit(&api, &r).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn deposit(api: &Api, r: &Req) -> Result<Value, ApiError> {
+    {
         if !r.ip.is_loopback() {
             return Err(ApiError::new(
                 403,
@@ -800,10 +807,5 @@ async fn admin_deposit(State(api): State<Arc<Api>>, r: Req) -> Response {
             "free": quote_decimal(free as u128, a.decimals),
             "locked": quote_decimal(locked as u128, a.decimals),
         }))
-    })()
-    .await;
-    match res {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
     }
 }

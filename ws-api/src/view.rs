@@ -108,6 +108,9 @@ pub struct Kline {
     pub last_trade: TradeId,
 }
 
+/// Price levels, best first: (price ticks, lots).
+pub type Levels = Vec<(u64, u64)>;
+
 /// One market's public state.
 #[derive(Clone, Debug)]
 pub struct MarketView {
@@ -167,7 +170,7 @@ impl MarketView {
     }
 
     /// Up to `limit` levels per side, best first: (price, lots).
-    pub fn depth(&self, limit: usize) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    pub fn depth(&self, limit: usize) -> (Levels, Levels) {
         let bids = self
             .bids
             .iter()
