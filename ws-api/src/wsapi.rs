@@ -276,14 +276,19 @@ pub fn execution_reports(view: &View, u: &ExecUpdate, next_execution_id: &mut u6
         *next_execution_id += 1;
         execution_report(view, u, x, status, *next_execution_id)
     };
+    // An update of a market the view does not know (it cannot happen: markets come before
+    // their orders) yields nothing rather than a broken event.
     let status = u.order.status.as_str();
     match (u.exec_type, u.priority_kept) {
-        ("REPLACED", Some(false)) => vec![next("CANCELED", "CANCELED"), next("NEW", status)],
+        ("REPLACED", Some(false)) => [next("CANCELED", "CANCELED"), next("NEW", status)]
+            .into_iter()
+            .flatten()
+            .collect(),
         // Binance's execution type for an order expired by self-trade prevention.
         ("EXPIRED", _) if u.order.status == OrderStatus::ExpiredInMatch => {
-            vec![next("TRADE_PREVENTION", status)]
+            next("TRADE_PREVENTION", status).into_iter().collect()
         }
-        (x, _) => vec![next(x, status)],
+        (x, _) => next(x, status).into_iter().collect(),
     }
 }
 
@@ -294,11 +299,9 @@ fn execution_report(
     exec_type: &str,
     status: &str,
     execution_id: u64,
-) -> String {
+) -> Option<String> {
     let o = &u.order;
-    let Some(m) = view.markets.get(o.market as usize) else {
-        return String::new();
-    };
+    let m = view.markets.get(o.market as usize)?;
     let (last_qty, last_price, commission, commission_asset, trade_id, maker, last_quote) =
         match &u.fill {
             Some(f) => {
@@ -337,7 +340,7 @@ fn execution_report(
         "\"\"".to_string()
     };
     let t = u.event_time_ms;
-    format!(
+    Some(format!(
         concat!(
             "{{\"e\":\"executionReport\",\"E\":{},\"s\":{},\"c\":{},\"S\":\"{}\",\"o\":\"{}\",",
             "\"f\":\"{}\",\"q\":\"{}\",\"p\":\"{}\",\"P\":\"{}\",\"F\":\"{}\",\"g\":-1,\"C\":{},",
@@ -380,7 +383,7 @@ fn execution_report(
         m.quote_amount(o.quote_order_qty.unwrap_or(0) as u128),
         o.working_time_ms,
         orders::stp_str(o.stp),
-    )
+    ))
 }
 
 /// `outboundAccountPosition`: the balances one command changed.
@@ -790,11 +793,11 @@ impl Connection {
                     heard = Instant::now();
                     match msg {
                         Message::Text(t) => self.on_request(t.as_str()),
-                        Message::Binary(_) => self.out.push(response_text(
+                        Message::Binary(_) => self.refuse(
                             &Value::Null,
-                            Err(malformed("requests are JSON in text frames")),
-                            None,
-                        )),
+                            malformed("requests are JSON in text frames"),
+                            false,
+                        ),
                         Message::Ping(_) | Message::Pong(_) => {}
                         Message::Close(_) => return,
                     }
@@ -847,7 +850,7 @@ impl Connection {
     fn on_request(&mut self, text: &str) {
         let req = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(o)) => o,
-            Ok(_) => return self.fail(&Value::Null, malformed("not a JSON object"), false),
+            Ok(_) => return self.refuse(&Value::Null, malformed("not a JSON object"), false),
             Err(e) => {
                 // The position only: serde's message may quote the input.
                 let detail = format!(
@@ -856,11 +859,11 @@ impl Connection {
                     e.line(),
                     e.column()
                 );
-                return self.fail(&Value::Null, malformed(&detail), false);
+                return self.refuse(&Value::Null, malformed(&detail), false);
             }
         };
         let id = match req.get("id") {
-            None => return self.fail(&Value::Null, ApiError::mandatory("id"), false),
+            None => return self.refuse(&Value::Null, ApiError::mandatory("id"), false),
             Some(v @ Value::Null) => v.clone(),
             Some(v @ Value::Number(n)) if n.is_i64() || n.is_u64() => v.clone(),
             Some(v @ Value::String(s)) if (1..=36).contains(&s.len()) => v.clone(),
@@ -869,17 +872,17 @@ impl Connection {
                     "id",
                     "an integer, null, or a string of 1 to 36 characters",
                 );
-                return self.fail(&Value::Null, e, false);
+                return self.refuse(&Value::Null, e, false);
             }
         };
         let method = match req.get("method") {
             Some(Value::String(m)) => m.as_str(),
             None | Some(Value::Null) => {
-                return self.fail(&id, ApiError::mandatory("method"), false)
+                return self.refuse(&id, ApiError::mandatory("method"), false)
             }
             Some(_) => {
                 let e = ApiError::illegal_chars("method", "a method name such as order.place");
-                return self.fail(&id, e, false);
+                return self.refuse(&id, e, false);
             }
         };
         let raw = match req.get("params") {
@@ -887,12 +890,12 @@ impl Connection {
             Some(Value::Object(p)) => p.clone(),
             Some(_) => {
                 let e = ApiError::illegal_chars("params", "a JSON object");
-                return self.fail(&id, e, false);
+                return self.refuse(&id, e, false);
             }
         };
         let rate_limits = raw_bool(&raw, "returnRateLimits").unwrap_or(self.return_rate_limits);
         let Some(m) = Method::parse(method) else {
-            return self.fail(&id, unknown_method(method), rate_limits);
+            return self.refuse(&id, unknown_method(method), rate_limits);
         };
         if m.waits_for_engine() && self.pending.len() >= MAX_PENDING_REQUESTS {
             return self.fail(&id, too_many_queued(), rate_limits);
@@ -910,6 +913,16 @@ impl Connection {
 
     fn rate_limits(&self, orders: Option<(u32, u32)>) -> Value {
         rate_limits_now(&self.api, self.ip, orders)
+    }
+
+    /// Answers a frame that names no method it can run. It still costs weight 1, so that
+    /// a client cannot send garbage for free; past the limit the limiter's error answers.
+    fn refuse(&mut self, id: &Value, e: ApiError, rate_limits: bool) {
+        let e = match self.api.limits.request(self.ip, 1, now_ms()) {
+            Ok(_) => e,
+            Err(limited) => limited,
+        };
+        self.fail(id, e, rate_limits);
     }
 
     fn fail(&mut self, id: &Value, e: ApiError, rate_limits: bool) {
