@@ -46,6 +46,8 @@ pub struct WsReport {
     /// Requests (places and cancels) answered per second in the throughput phase.
     pub requests_per_s: f64,
     pub errors: u64,
+    /// The first error answer, if any.
+    pub first_error: Option<String>,
     pub latency_rate_per_s: u64,
     pub latency_requests: u64,
     pub latency_us_p50: f64,
@@ -180,18 +182,21 @@ async fn logon(
 }
 
 /// One client's request sequence: place, cancel, place, cancel, ... The `n`th place is
-/// a buy far below the market, so it rests and never trades.
+/// a buy far below the market, so it rests and never trades. After `session.logon` a
+/// request needs no signature, but still its `timestamp`, as on Binance.
 fn place(id: u64, n: u64) -> String {
     let price = 50_000 + (n % 1000);
     json!({"id": id, "method": "order.place", "params": {
         "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-        "price": price.to_string(), "quantity": "0.001", "newOrderRespType": "ACK"}})
+        "price": price.to_string(), "quantity": "0.001", "newOrderRespType": "ACK",
+        "timestamp": fulgur_ws_api::now_ms()}})
     .to_string()
 }
 
 fn cancel(id: u64, order_id: u64) -> String {
     json!({"id": id, "method": "order.cancel",
-           "params": {"symbol": "BTCUSDT", "orderId": order_id}})
+           "params": {"symbol": "BTCUSDT", "orderId": order_id,
+                      "timestamp": fulgur_ws_api::now_ms()}})
     .to_string()
 }
 
@@ -200,6 +205,7 @@ struct Counters {
     placed: AtomicU64,
     answered: AtomicU64,
     errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Closed loop: `window` requests in flight; each place answered is followed by the
@@ -228,8 +234,10 @@ async fn closed_loop(mut ws: Ws, window: usize, stop: Arc<AtomicBool>, c: Arc<Co
         };
         in_flight -= 1;
         c.answered.fetch_add(1, Ordering::Relaxed);
-        if v["status"] != 200 {
-            c.errors.fetch_add(1, Ordering::Relaxed);
+        if v["status"] != 200 && c.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Ok(mut e) = c.first_error.lock() {
+                *e = Some(t.to_string());
+            }
         }
         if stop.load(Ordering::Relaxed) {
             continue;
@@ -399,6 +407,7 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
         report.orders_per_s = counters.placed.load(Ordering::Relaxed) as f64 / elapsed;
         report.requests_per_s = counters.answered.load(Ordering::Relaxed) as f64 / elapsed;
         report.errors = counters.errors.load(Ordering::Relaxed);
+        report.first_error = counters.first_error.lock().ok().and_then(|e| e.clone());
 
         // Phases 2 and 3: latency at a fixed rate, with depth subscribers watching.
         let until = Instant::now() + Duration::from_secs(args.seconds + 1);
@@ -446,6 +455,9 @@ impl WsReport {
             "throughput: {} connections x {} in flight: {:.0} orders/s acknowledged ({:.0} requests/s incl. cancels), {} errors   [goal >= 200000 orders/s]",
             self.connections, self.window, self.orders_per_s, self.requests_per_s, self.errors
         );
+        if let Some(e) = &self.first_error {
+            println!("first error: {e}");
+        }
         println!(
             "latency at {} requests/s (open loop, {} requests): p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us   [goal p99 < 1000 us]",
             self.latency_rate_per_s,
