@@ -847,6 +847,7 @@ fn open(api: Arc<Api>, ip: IpAddr, ws: WebSocketUpgrade, path: &str, combined: b
     }
     ws.max_message_size(MAX_INCOMING_BYTES)
         .max_frame_size(MAX_INCOMING_BYTES)
+        .read_buffer_size(crate::WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(api, socket, streams, combined))
 }
 

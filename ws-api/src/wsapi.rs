@@ -1272,6 +1272,7 @@ async fn ws_api(
         .is_none_or(|(_, v)| !v.eq_ignore_ascii_case("false"));
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(crate::WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             Connection {
                 api,
