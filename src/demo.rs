@@ -337,27 +337,25 @@ impl BookView {
 
 /// Writes `<data dir>/demo-credentials.json`: the funded demo accounts and their API keys
 /// (random, 64 characters each, as Binance's).
-pub fn write_credentials(data_dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+pub fn write_credentials(data_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let path = data_dir.join("demo-credentials.json");
     if path.exists() {
         return Ok(path);
     }
-    let mut random = [0u8; 128];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
-    let alnum = |b: &[u8]| -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        b.iter().map(|x| A[*x as usize % A.len()] as char).collect()
-    };
-    let mut more = [0u8; 128];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut more)?;
-    let json = format!(
-        "[{{\"account\": {MAKER}, \"apiKey\": \"{}\", \"secretKey\": \"{}\"}}, {{\"account\": {TAKER}, \"apiKey\": \"{}\", \"secretKey\": \"{}\"}}]\n",
-        alnum(&random[..64]),
-        alnum(&random[64..]),
-        alnum(&more[..64]),
-        alnum(&more[64..])
-    );
-    std::fs::write(&path, json)?;
+    // Real API keys of the demo accounts, in the data directory's key store, so any Binance
+    // client can trade as them at once.
+    let keys = data_dir.join("api-keys.json");
+    let mut out = Vec::new();
+    for account in [MAKER, TAKER] {
+        let k = fulgur_ws_api::auth::create_key(&keys, account, None)?;
+        out.push(serde_json::json!({
+            "account": account,
+            "apiKey": k.api_key,
+            "secretKey": k.secret_key,
+        }));
+    }
+    let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 

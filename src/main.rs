@@ -55,6 +55,135 @@ enum Cmd {
         #[command(subcommand)]
         kind: SnapshotCmd,
     },
+    /// API keys of the Binance-compatible API, kept in <data dir>/api-keys.json.
+    Keys {
+        #[command(subcommand)]
+        kind: KeysCmd,
+    },
+    /// Operator actions on a running server, authorized by the token in <data dir>/admin-token.
+    Admin {
+        #[command(subcommand)]
+        kind: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Creates an API key for an account and adds it to <data dir>/api-keys.json (mode 0600;
+    /// made, with the data directory, if missing). A running server accepts the new key
+    /// within a second: no restart. Without --ed25519 the key is HMAC-SHA256: its secret key
+    /// is printed here (stdout only) and kept in the keys file, which the server reads. With
+    /// --ed25519 the client signs with its own Ed25519 private key and only the public key
+    /// is kept. Only the data directory of the server options is used.
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The account the key trades for.
+        #[arg(long)]
+        account: u32,
+        /// An Ed25519 public key, as Binance takes it (PEM, -----BEGIN PUBLIC KEY-----), or
+        /// base64 or hex of its 32 bytes; @FILE reads it from FILE.
+        #[arg(long, value_name = "PUBKEY|@FILE")]
+        ed25519: Option<String>,
+        /// Print one JSON line, {"apiKey":..,"secretKey":..} (no secretKey for Ed25519).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Credits an account on the running server: POST http://<listen>/fulgur/v1/admin/deposit
+    /// with the token of <data dir>/admin-token (made, mode 0600, if missing). Give the
+    /// server's own --config, or its --listen and --data-dir. Prints the server's answer;
+    /// exits 1 if it refuses or is not running.
+    Deposit {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The account to credit.
+        #[arg(long)]
+        account: u32,
+        /// The asset's symbol, e.g. USDT.
+        #[arg(long)]
+        asset: String,
+        /// The amount, a decimal number, e.g. 1000.5.
+        #[arg(long, value_parser = decimal)]
+        amount: String,
+    },
+}
+
+fn decimal(s: &str) -> Result<String, String> {
+    s.parse::<rust_decimal::Decimal>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("not a decimal number: '{s}'"))
+}
+
+/// `keys create`: the secret goes to stdout only, never to a log.
+fn keys_create(server: &ServerArgs, account: u32, ed25519: Option<&str>, json: bool) {
+    let data_dir = server.config().data_dir;
+    let public_key = ed25519.map(|v| match v.strip_prefix('@') {
+        Some(file) => {
+            std::fs::read_to_string(file).unwrap_or_else(|e| fail(&format!("{file}: {e}")))
+        }
+        None => v.to_string(),
+    });
+    std::fs::create_dir_all(&data_dir)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
+    let path = data_dir.join("api-keys.json");
+    let created = fulgur_ws_api::auth::create_key(&path, account, public_key.as_deref())
+        .unwrap_or_else(|e| fail(&e));
+    if json {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'a> {
+            api_key: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secret_key: Option<&'a str>,
+        }
+        let out = Out {
+            api_key: &created.api_key,
+            secret_key: created.secret_key.as_deref(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&out).expect("strings serialize")
+        );
+        return;
+    }
+    println!("API key:    {}", created.api_key);
+    match &created.secret_key {
+        Some(secret) => {
+            println!("Secret key: {secret}");
+            println!("Account {account}, HMAC-SHA256. Keep the secret key safe.");
+        }
+        None => println!(
+            "Account {account}, Ed25519: sign requests with the private key of the public key given."
+        ),
+    }
+    println!(
+        "Saved in {}; a running server accepts it within a second, without a restart.",
+        path.display()
+    );
+}
+
+fn admin_deposit(server: &ServerArgs, account: u32, asset: &str, amount: &str) {
+    let cfg = server.config();
+    if !cfg.data_dir.is_dir() {
+        fail(&format!(
+            "{}: no such data directory; give the server's --data-dir or --config",
+            cfg.data_dir.display()
+        ));
+    }
+    let token = fulgur_ws_api::auth::admin_token(&cfg.data_dir).unwrap_or_else(|e| fail(&e));
+    match fulgur::admin_client::deposit(cfg.listen, &token, account, asset, amount) {
+        Ok(r) if r.is_success() => println!("{}", r.body.trim_end()),
+        Ok(r) => fail(&format!(
+            "the server answered {}: {}",
+            r.status,
+            r.body.trim_end()
+        )),
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -243,10 +372,15 @@ fn main() {
             init_logs();
             let cfg = server.config();
             let data_dir = cfg.data_dir.clone();
+            let listen = cfg.listen;
             let run_for = seconds.map(std::time::Duration::from_secs);
             let result = fulgur::server::serve(cfg, demo::setup_commands(), run_for, move |ex| {
                 match demo::write_credentials(&data_dir) {
-                    Ok(p) => tracing::info!("demo accounts and their keys: {}", p.display()),
+                    Ok(p) => tracing::info!(
+                        "Binance-compatible API on http://{listen}/api/v3 (streams ws://{listen}/ws, \
+                         WebSocket API ws://{listen}/ws-api/v3); demo accounts' API keys in {}",
+                        p.display()
+                    ),
                     Err(e) => tracing::warn!("could not write demo credentials: {e}"),
                 }
                 let ex = ex.clone();
@@ -351,6 +485,24 @@ fn main() {
                 }
             }
         }
+        Cmd::Keys {
+            kind:
+                KeysCmd::Create {
+                    server,
+                    account,
+                    ed25519,
+                    json,
+                },
+        } => keys_create(&server, account, ed25519.as_deref(), json),
+        Cmd::Admin {
+            kind:
+                AdminCmd::Deposit {
+                    server,
+                    account,
+                    asset,
+                    amount,
+                },
+        } => admin_deposit(&server, account, &asset, &amount),
         Cmd::Flow {
             kind: FlowCmd::Convert { flow, out },
         } => {

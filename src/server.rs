@@ -33,12 +33,8 @@ use crate::config::{Config, Fsync};
 use crate::pipeline::{Batch, EngineThread, Origin, Pipeline, Reader, Stats};
 use crate::recovery::{recover, FileSnapshotter};
 
-/// A command's outcome, sent once it is durable.
-#[derive(Clone, Debug, Serialize)]
-pub struct Reply {
-    pub seq: u64,
-    pub events: Vec<Event>,
-}
+use fulgur_ws_api::{BatchItem, Feed};
+pub use fulgur_ws_api::{Reply, SubmitError};
 
 /// Replies waiting for their command; bounds the requests in flight.
 const MAX_IN_FLIGHT: usize = 65_536;
@@ -51,21 +47,14 @@ type Registration = (Origin, oneshot::Sender<Reply>);
 pub struct Exchange {
     pub pipeline: Pipeline,
     registrations: Arc<ArrayQueue<Registration>>,
+    /// The API's read model, updated from every batch before its replies go out.
+    pub feed: Arc<Feed>,
     next_request: AtomicU64,
     router: Option<std::thread::JoinHandle<()>>,
     /// Set when shutdown begins: `submit` answers `Stopped` from then on.
     stopping: std::sync::atomic::AtomicBool,
     /// Held while the exchange runs: one process per data directory.
     _lock: std::fs::File,
-}
-
-/// Why a command was not taken.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SubmitError {
-    /// A queue is full: try again later.
-    Busy,
-    /// The exchange is stopping.
-    Stopped,
 }
 
 impl Exchange {
@@ -86,6 +75,11 @@ impl Exchange {
         let (exchange, last_seq, writer, report) =
             recover(&cfg.data_dir, cfg.engine.engine_config(), journal_cfg)?;
         tracing::info!(data_dir = %cfg.data_dir.display(), "recovered: {report}");
+        let feed = Feed::new(fulgur_ws_api::view::View::from_exchange(
+            &exchange,
+            last_seq,
+            fulgur_ws_api::now_ms(),
+        ));
         let snapshots = FileSnapshotter {
             data_dir: cfg.data_dir.clone(),
             keep: cfg.snapshot.keep as usize,
@@ -99,13 +93,15 @@ impl Exchange {
             .ok_or("no reader slot for the reply router")?;
         let registrations = Arc::new(ArrayQueue::new(MAX_IN_FLIGHT));
         let regs = registrations.clone();
+        let router_feed = feed.clone();
         let router = std::thread::Builder::new()
             .name("fulgur-replies".into())
-            .spawn(move || route_replies(reader, regs))
+            .spawn(move || route_replies(reader, regs, router_feed))
             .map_err(|e| e.to_string())?;
         let ex = Exchange {
             pipeline,
             registrations,
+            feed,
             next_request: AtomicU64::new(1),
             router: Some(router),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -193,6 +189,12 @@ impl Exchange {
     }
 }
 
+impl fulgur_ws_api::Backend for Exchange {
+    fn submit(&self, command: Command) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        Exchange::submit(self, command)
+    }
+}
+
 /// Replies waiting for their command, keyed by origin; owned by the router thread alone.
 struct Pending {
     map: HashMap<Origin, oneshot::Sender<Reply>>,
@@ -227,6 +229,7 @@ impl Pending {
             if let Some(tx) = self.map.remove(&e.origin) {
                 let _ = tx.send(Reply {
                     seq: e.seq,
+                    ts_ns: e.ts_ns,
                     events: b.events_of(e).to_vec(),
                 });
             }
@@ -235,7 +238,7 @@ impl Pending {
 }
 
 /// The reply router: a pipeline reader completing registered replies.
-fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
+fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>, feed: Arc<Feed>) {
     let mut pending = Pending::new(MAX_IN_FLIGHT);
     // Ends when the pipeline stops (every reader is cut off then).
     while let Ok(batch) = reader.next_timeout(Duration::from_millis(50)) {
@@ -243,7 +246,22 @@ fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>) {
             pending.register(origin, tx);
         }
         match batch {
-            Some(b) => pending.deliver(&b),
+            Some(b) => {
+                // The read model first: a client holding its reply finds its order.
+                let items: Vec<BatchItem<'_>> = b
+                    .commands
+                    .iter()
+                    .zip(&b.entries)
+                    .map(|(c, e)| BatchItem {
+                        seq: e.seq,
+                        ts_ns: e.ts_ns,
+                        command: &c.command,
+                        events: b.events_of(e),
+                    })
+                    .collect();
+                feed.on_batch(&items);
+                pending.deliver(&b);
+            }
             None => pending.prune(),
         }
     }
@@ -264,9 +282,13 @@ struct AppState {
 /// Counts requests in flight for `/metrics`.
 async fn count_requests(
     State(s): State<AppState>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The API reads the client's address as a plain `SocketAddr` (rate limits by IP).
+    if let Some(ConnectInfo(Peer(addr))) = req.extensions().get::<ConnectInfo<Peer>>().copied() {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
     s.in_flight.fetch_add(1, Ordering::Relaxed);
     let r = next.run(req).await;
     s.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -440,16 +462,26 @@ pub fn serve(
         connections: Arc::default(),
     };
     let connections = state.connections.clone();
+    let api = fulgur_ws_api::Api::new(
+        fulgur_ws_api::ApiConfig {
+            data_dir: cfg.data_dir.clone(),
+            limits: fulgur_ws_api::ratelimit::RateLimitConfig {
+                max_accounts: cfg.engine.engine_config().max_accounts,
+                ..Default::default()
+            },
+            reply_timeout: Duration::from_secs(10),
+        },
+        exchange.clone(),
+        exchange.feed.clone(),
+    )?;
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/fulgur/v1/commands", post(command))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .with_state(state);
+        .with_state(state.clone())
+        .merge(fulgur_ws_api::router(api))
+        .layer(axum::middleware::from_fn_with_state(state, count_requests));
     let listen = cfg.listen;
     let ready = exchange.clone();
     rt.block_on(async move {

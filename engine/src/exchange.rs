@@ -1956,6 +1956,19 @@ impl Exchange {
         v
     }
 
+    /// Every open order of every account, ascending order id: one pass over the books (what
+    /// a read model starts from after recovery).
+    pub fn all_open_orders(&self) -> Vec<OpenOrder> {
+        let expiries: HashMap<OrderId, u64> =
+            self.gtd.iter().map(|Reverse((e, id))| (*id, *e)).collect();
+        let mut v: Vec<OpenOrder> = self
+            .resting_slots()
+            .map(|(_, _, s)| self.open_order(s, |id| expiries.get(&id).copied()))
+            .collect();
+        v.sort_by_key(|o| o.order_id);
+        v
+    }
+
     fn gtd_expiry_scan(&self, id: OrderId) -> Option<u64> {
         self.gtd
             .iter()

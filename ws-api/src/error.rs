@@ -12,6 +12,8 @@ pub struct ApiError {
     pub msg: String,
     /// `Retry-After` in seconds (429 and 418 answers).
     pub retry_after_s: Option<u64>,
+    /// Extra detail some errors carry (cancelReplace's two results).
+    pub data: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             msg: msg.into(),
             retry_after_s: None,
+            data: None,
         }
     }
 
@@ -140,11 +143,19 @@ impl ApiError {
     }
 
     pub fn invalid_api_key() -> ApiError {
-        ApiError::new(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        ApiError::new(
+            401,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        )
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(401, -1002, "You are not authorized to execute this request.")
+        ApiError::new(
+            401,
+            -1002,
+            "You are not authorized to execute this request.",
+        )
     }
 
     pub fn bad_recv_window() -> ApiError {
@@ -170,7 +181,11 @@ impl ApiError {
 
     /// The JSON body `{"code":..,"msg":..}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"code": self.code, "msg": self.msg})
+        let mut b = serde_json::json!({"code": self.code, "msg": self.msg});
+        if let Some(d) = &self.data {
+            b["data"] = d.clone();
+        }
+        b
     }
 }
 
