@@ -1,5 +1,5 @@
 //! ccxt, the client most trading software uses to reach Binance, against the real binary:
-//! `fulgur serve` on a new data directory (the demo markets), two API keys, funded accounts,
+//! `fulgur serve` on a new data directory (the demo markets), API keys, funded accounts,
 //! then `tests/ccxt/binance_compat.py` drives REST, market-data streams and the WebSocket
 //! API through ccxt's own code (see the script for the steps). The script must pass every
 //! step, and SIGTERM must then stop the server cleanly.
@@ -8,41 +8,25 @@
 //! ccxt). Without CI set, a machine that cannot build it (no network for pip) skips the
 //! test with the reason; in CI (`CI` set) that is a failure.
 
+mod common;
+
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Child, Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// What the accounts are credited with, on top of the demo's own deposits.
+use common::Server;
+
+/// What each account is credited with, on top of the demo's own deposits.
 const DEPOSITS: [&str; 4] = ["USDT", "BTC", "ETH", "USDC"];
+
+/// Accounts 1 and 2 are the script's own; 3 and 4 only quote while it watches the order
+/// book. An account may place 100 orders per 10 s, so four make the thousands of book
+/// updates it watches in about 25 s instead of 100.
+const ACCOUNTS: [u32; 4] = [1, 2, 3, 4];
 
 /// The script keeps itself well under two minutes; this only catches a hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Only reached with the child still running when the test failed part way.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -60,8 +44,10 @@ fn python() -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("cannot run scripts/python-env.sh: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
-    match (out.status.success(), last) {
+    match (
+        out.status.success(),
+        stdout.lines().rev().find(|l| !l.trim().is_empty()),
+    ) {
         (true, Some(path)) => Ok(PathBuf::from(path.trim())),
         _ => Err(format!(
             "scripts/python-env.sh failed ({}):\n{}{}",
@@ -72,116 +58,20 @@ fn python() -> Result<PathBuf, String> {
     }
 }
 
-/// A minimal HTTP/1.1 GET (one request per connection): (status, body).
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((
-        status,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
-}
-
-fn start() -> Server {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let data = std::env::temp_dir().join(format!("fulgur-ccxt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start fulgur serve");
-    let server = Server { child, addr, data };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = get(addr, "/health") {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("fulgur serve did not become healthy on {addr}");
-}
-
-/// Runs the fulgur CLI; its stdout, or a panic with everything it said.
-fn fulgur(args: &[&str]) -> String {
-    let out = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run fulgur");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fulgur {}: {}\n{stdout}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// A new API key of `account`: (apiKey, secretKey).
-fn create_key(s: &Server, account: u32) -> (String, String) {
-    let data = s.data.to_str().unwrap();
-    let out = fulgur(&[
-        "keys",
-        "create",
-        "--data-dir",
-        data,
-        "--account",
-        &account.to_string(),
-        "--json",
-    ]);
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("keys create --json printed {out:?}: {e}"));
-    let field = |k: &str| {
-        v[k].as_str()
-            .unwrap_or_else(|| panic!("no {k} in {line}"))
-            .to_string()
-    };
-    (field("apiKey"), field("secretKey"))
-}
-
 fn deposit(s: &Server, account: u32, asset: &str) {
-    fulgur(&[
-        "admin",
-        "deposit",
-        "--data-dir",
-        s.data.to_str().unwrap(),
-        "--listen",
-        &s.addr.to_string(),
-        "--account",
-        &account.to_string(),
-        "--asset",
-        asset,
-        "--amount",
-        "1000000",
-    ]);
+    let out = Process::new(env!("CARGO_BIN_EXE_fulgur"))
+        .args(["admin", "deposit", "--data-dir"])
+        .arg(&s.data)
+        .args(["--listen", &s.addr.to_string()])
+        .args(["--account", &account.to_string(), "--asset", asset])
+        .args(["--amount", "1000000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "admin deposit: {out:?}");
 }
 
 /// Waits for a child with a deadline; kills it when the deadline passes (None).
-fn wait_for(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_for(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -201,30 +91,35 @@ fn ccxt_speaks_to_fulgur_as_to_binance() {
     let python = match python() {
         Ok(p) => p,
         Err(why) if !in_ci() => {
-            eprintln!("skipping the ccxt test: no Python environment for it (set CI to make this fail).\n{why}");
+            eprintln!(
+                "skipping the ccxt test: no Python environment for it (CI would fail).\n{why}"
+            );
             return;
         }
         Err(why) => panic!("CI needs the ccxt Python environment: {why}"),
     };
 
-    let mut s = start();
-    let (key1, secret1) = create_key(&s, 1);
-    let (key2, secret2) = create_key(&s, 2);
-    for account in [1, 2] {
+    let s = Server::start("ccxt");
+    let keys: Vec<(String, String)> = ACCOUNTS.iter().map(|&a| s.key(a)).collect();
+    for account in ACCOUNTS {
         for asset in DEPOSITS {
             deposit(&s, account, asset);
         }
     }
 
+    let mut cmd = Process::new(&python);
+    cmd.arg(root().join("tests/ccxt/binance_compat.py"))
+        .args(["--base", &format!("http://{}", s.addr)])
+        .args(["--key", &keys[0].0, "--secret", &keys[0].1])
+        .args(["--key2", &keys[1].0, "--secret2", &keys[1].1]);
+    for (key, secret) in &keys[2..] {
+        cmd.args(["--extra-account", &format!("{key}:{secret}")]);
+    }
     // Both streams into one file: the script's lines and anything Python prints on a crash,
     // in order, with no pipe to fill up.
     let log = s.data.with_extension("ccxt.log");
     let out = File::create(&log).unwrap();
-    let mut script = Process::new(&python)
-        .arg(root().join("tests/ccxt/binance_compat.py"))
-        .args(["--base", &format!("http://{}", s.addr)])
-        .args(["--key", &key1, "--secret", &secret1])
-        .args(["--key2", &key2, "--secret2", &secret2])
+    let mut script = cmd
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -239,14 +134,9 @@ fn ccxt_speaks_to_fulgur_as_to_binance() {
         None => panic!("the ccxt script did not finish in {SCRIPT_TIMEOUT:?}:\n{output}"),
     }
 
-    let status = Process::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_for(&mut s.child, Duration::from_secs(30));
+    let exit = s.stop();
     assert!(
-        exit.is_some_and(|e| e.success()),
+        exit.success(),
         "SIGTERM must drain, snapshot and exit 0: {exit:?}"
     );
 }

@@ -17,6 +17,7 @@ with both accounts funded.
 
 import argparse
 import asyncio
+import collections
 import random
 import socket
 import sys
@@ -138,6 +139,46 @@ class ProBinance(ccxt.pro.binance):
         return super().handle_order_book_message(client, message, orderbook)
 
 
+class Pacer:
+    """Keeps one account under the server's 100 new orders per 10 s (windows aligned to
+    multiples of 10 s, as Binance's), evenly spaced: refused orders would waste the run's
+    time, and bursts would fold many changes into one depth update."""
+
+    PER_WINDOW = 98
+
+    def __init__(self):
+        self.window = None
+        self.count = 0
+        self.next_at = 0.0
+
+    def delay(self):
+        now = time.time()
+        if now < self.next_at:
+            return self.next_at - now
+        window = int(now // 10)
+        if window != self.window:
+            self.window, self.count = window, 0
+        if self.count >= self.PER_WINDOW:
+            return (window + 1) * 10 - now + 0.01
+        self.count += 1
+        self.next_at = now + 10.0 / self.PER_WINDOW
+        return 0
+
+    async def wait(self):
+        while True:
+            d = self.delay()
+            if not d:
+                return
+            await asyncio.sleep(d)
+
+    def wait_sync(self):
+        while True:
+            d = self.delay()
+            if not d:
+                return
+            time.sleep(d)
+
+
 class SourceAddressAdapter(requests.adapters.HTTPAdapter):
     """Sends from a given local address, so one machine can act as a second client IP."""
 
@@ -166,8 +207,9 @@ class Report:
             if not isinstance(e, ccxt.BaseError):
                 # Our own bug or ccxt choking on a response: where it happened helps.
                 text += ' at ' + traceback.format_exc(limit=-2).strip().replace('\n', ' | ')
-        # The last request and what came back is what the server's authors need.
-        for ex in exchanges:
+        # The last request and what came back is what the server's authors need (not for
+        # a network error: its message names the URL, and the last request is unrelated).
+        for ex in exchanges if not isinstance(e, ccxt.NetworkError) else ():
             url = getattr(ex, 'last_request_url', None)
             if url:
                 text += ' [last request %s %s -> %s]' % (
@@ -236,6 +278,7 @@ class Session:
         if args.key2:
             self.b = Binance(exchange_config(self.base, self.ws_base, args.key2, args.secret2),
                              self.guard)
+        self.pacers = {'a': Pacer(), 'b': Pacer()}
         self.markets_ok = False
         self.ref = None
         self.state = {}
@@ -286,6 +329,7 @@ class Session:
             self.state['bal0_b'] = self.b.fetch_balance()
         self.state['t0'] = self.a.milliseconds() - 1000
         price = self.ref - 1000
+        self.pacers['a'].wait_sync()
         o = self.a.create_order(SYMBOL, 'limit', 'buy', 0.01, price)
         check(o.get('id'), 'no order id: %s' % o)
         check(o['status'] == 'open', 'status %s, want open: %s' % (o['status'], o['info']))
@@ -338,13 +382,16 @@ class Session:
         self.need_b()
         bid = self.need_state('bid')
         # The second account sells into our bid; then we offer and it buys from us.
+        self.pacers['b'].wait_sync()
         m1 = self.b.create_order(SYMBOL, 'market', 'sell', 0.004)
         check(m1['status'] == 'closed' and close(m1['filled'], 0.004),
               'market sell status/filled %s/%s: %s' % (m1['status'], m1['filled'], m1['info']))
         check(close(m1['average'], bid['price']), 'market sell average %s, want %s' % (m1['average'], bid['price']))
         ask_price = self.ref + 1000
+        self.pacers['a'].wait_sync()
         ask = self.a.create_order(SYMBOL, 'limit', 'sell', 0.003, ask_price)
         check(ask['status'] == 'open', 'ask status %s' % ask['status'])
+        self.pacers['b'].wait_sync()
         m2 = self.b.create_order(SYMBOL, 'market', 'buy', 0.003)
         check(m2['status'] == 'closed' and close(m2['filled'], 0.003),
               'market buy status/filled %s/%s: %s' % (m2['status'], m2['filled'], m2['info']))
@@ -460,8 +507,10 @@ class Session:
     def cancel_all_orders(self):
         self.need_markets()
         sym = 'ETH/USDT'
-        placed = [self.a.create_order(sym, 'limit', side, 0.01, price)
-                  for side, price in (('buy', 3300), ('buy', 3350), ('sell', 3500))]
+        placed = []
+        for side, price in (('buy', 3300), ('buy', 3350), ('sell', 3500)):
+            self.pacers['a'].wait_sync()
+            placed.append(self.a.create_order(sym, 'limit', side, 0.01, price))
         check(all(o['status'] == 'open' for o in placed), 'statuses %s' % [o['status'] for o in placed])
         cancelled = self.a.cancel_all_orders(sym)
         check(sorted(o['id'] for o in cancelled) == sorted(o['id'] for o in placed),
@@ -473,10 +522,13 @@ class Session:
 
     # ---- websockets ------------------------------------------------------------------
 
-    async def ws_market_data(self, pa, pb):
-        """watch_order_book, watch_trades and watch_bids_asks on BTC/USDT while the second
-        account quotes and cancels and the first takes, then the local book against REST."""
-        names = ('watch_order_book', 'watch_trades', 'watch_bids_asks')
+    async def ws_market_data(self, pa, pb, extra, results):
+        """watch_order_book, watch_trades and watch_bids_asks on BTC/USDT while the accounts
+        quote, cross and cancel; then the local book against REST depth, level by level.
+
+        Each order changes the book at most twice (placed, then cancelled or filled), and the
+        server allows an account 100 new orders per 10 s (Binance's limit), so thousands of
+        updates take one account over 100 s: the extra accounts share the work."""
         rng = random.Random(20240611)
         tick = DEMO_MARKETS[SYMBOL]['price']
         mid = self.ref or 97000.0
@@ -504,60 +556,61 @@ class Session:
             last_bidask.update(await pa.watch_bids_asks([SYMBOL]))
 
         tasks = [asyncio.ensure_future(watch(n, f)) for n, f in
-                 zip(names, (on_book, on_trades, on_bidask))]
-        results = {}
+                 zip(('watch_order_book', 'watch_trades', 'watch_bids_asks'), (on_book, on_trades, on_bidask))]
         try:
             # The book is ready once the snapshot is in; the other subscriptions go out at the
             # same time on the same connection.
             await asyncio.wait_for(pa.watch_order_book(SYMBOL), 10)
             await asyncio.sleep(0.5)
 
-            taken = 0.0  # what the first account's market orders filled: every trade
-            limited = 0
+            stats = {'orders': 0, 'taken': 0.0, 'limited': 0}
             other_errors = []
-            open_ids = []
             deadline = time.monotonic() + self.args.book_seconds
-            rounds = 0
+
+            def done():
+                return (time.monotonic() > deadline or pa.depth_levels >= self.args.book_updates
+                        or len(other_errors) > 5)
 
             async def quiet(coro, tolerate=()):
-                nonlocal limited
                 try:
                     return await coro
                 except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):  # 429, -1003, -1015: back off
-                    limited += 1
+                    stats['limited'] += 1
                     await asyncio.sleep(1)
                 except tolerate:
                     pass
                 except Exception as e:
                     other_errors.append(e)
 
-            while time.monotonic() < deadline and pa.depth_levels < self.args.book_updates:
-                rounds += 1
-                quotes = []
-                for i in range(8):
-                    side = 'buy' if i % 2 == 0 else 'sell'
-                    k = rng.randint(1, 150)
-                    price = mid - k * tick if side == 'buy' else mid + k * tick
-                    quotes.append(quiet(pb.create_order(SYMBOL, 'limit', side, rng.randint(1, 30) * 0.0001, price)))
-                for o in await asyncio.gather(*quotes):
-                    if o and o.get('id'):
-                        open_ids.append(o['id'])
-                rng.shuffle(open_ids)
-                cancels, open_ids = open_ids[:3], open_ids[3:]
-                # Some of them may have traded away already: an unknown order is fine here.
-                await asyncio.gather(*(quiet(pb.cancel_order(i, SYMBOL), ccxt.OrderNotFound) for i in cancels))
-                side = 'buy' if rounds % 2 else 'sell'
-                m = await quiet(pa.create_order(SYMBOL, 'market', side, rng.randint(5, 40) * 0.0001))
-                if m:
-                    taken += m['filled'] or 0.0
-                if len(open_ids) > 100:
-                    # Stay well under the 200 open orders a market allows an account.
-                    await quiet(pb.cancel_all_orders(SYMBOL))
-                    open_ids = []
-                if len(other_errors) > 5:
-                    break
-            gen = '%d rounds, %.4f BTC traded, %d depth events with %d level updates' % (
-                rounds, taken, pa.depth_events, pa.depth_levels)
+            async def quoter(ex, pacer, side, lo, hi):
+                """One account's flow: one side, orders spread over the ticks lo..hi from
+                mid; the two ranges overlap, so some orders cross the other account's and
+                trade. The oldest orders are cancelled to keep about 30 open."""
+                live = collections.deque()
+                while not done():
+                    await pacer.wait()
+                    price = mid + rng.randint(lo, hi) * tick
+                    o = await quiet(ex.create_order(SYMBOL, 'limit', side, rng.randint(1, 30) * 0.0001, price))
+                    if o:
+                        stats['orders'] += 1
+                        # A trade's taker is the order just placed: its fills at placement add
+                        # up, over all orders, to every trade.
+                        stats['taken'] += o['filled'] or 0.0
+                        if o['status'] == 'open':
+                            live.append(o['id'])
+                    if len(live) > 30:
+                        # It may have traded away since: an unknown order is fine here.
+                        await quiet(ex.cancel_order(live.popleft(), SYMBOL), ccxt.OrderNotFound)
+
+            # Buyers and sellers alternate, so an account never crosses its own orders (the
+            # server's default self-trade prevention would expire them instead of trading).
+            accounts = [(pa, self.pacers['a']), (pb, self.pacers['b'])] + [(ex, Pacer()) for ex in extra]
+            await asyncio.gather(*(quoter(ex, pacer, 'buy', -40, 15) if i % 2 == 0 else
+                                   quoter(ex, pacer, 'sell', -15, 40)
+                                   for i, (ex, pacer) in enumerate(accounts)))
+            taken, limited = stats['taken'], stats['limited']
+            gen = '%d orders, %.4f BTC traded, %d depth events with %d level updates' % (
+                stats['orders'], taken, pa.depth_events, pa.depth_levels)
             if limited:
                 gen += ', %d requests rate-limited' % limited
             if other_errors:
@@ -643,21 +696,18 @@ class Session:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # The second account's quotes stayed for the comparison; the next steps need
-            # an empty book.
-            try:
-                await pb.cancel_all_orders(SYMBOL)
-            except Exception as e:
-                print('note: cleanup cancel_all_orders failed: %s' % e, flush=True)
-            for name in names:
-                ok, detail = results.get(name, (False, 'not reached'))
-                self.report.record(name, 'PASS' if ok else 'FAIL', detail)
+            # The quotes stayed for the comparison; the next steps need an empty book.
+            for ex in [pa, pb] + extra:
+                try:
+                    await ex.cancel_all_orders(SYMBOL)
+                except ccxt.OrderNotFound:
+                    pass  # -2011: nothing was open
+                except Exception as e:
+                    print('note: cleanup cancel_all_orders failed: %s' % e, flush=True)
 
-    async def ws_account(self, pa, pb):
+    async def ws_account(self, pa, pb, results):
         """create_order_ws and cancel_order_ws on the WebSocket API, seen by watch_orders and
         watch_balance on the user data stream (subscribed over the same connection)."""
-        names = ('create_order_ws', 'cancel_order_ws', 'watch_orders', 'watch_balance')
-        results = {}
         orders = []
         balances = []
         errors = {}
@@ -714,6 +764,7 @@ class Session:
             await asyncio.sleep(0.3)
             ref = self.ref or 97000.0
 
+            await self.pacers['a'].wait()
             o = await pa.create_order_ws(SYMBOL, 'limit', 'buy', 0.01, ref - 2000)
             ok = o.get('id') and o['status'] == 'open' and close(o['price'], ref - 2000) and close(o['amount'], 0.01)
             results['create_order_ws'] = (ok, 'buy 0.01 @ %s: id %s status %s' % (ref - 2000, o.get('id'), o['status']))
@@ -730,7 +781,9 @@ class Session:
             filled = None
             bal_fill = None
             if pb is not None:
+                await self.pacers['a'].wait()
                 ask = await pa.create_order_ws(SYMBOL, 'limit', 'sell', 0.002, ref + 500)
+                await self.pacers['b'].wait()
                 await pb.create_order(SYMBOL, 'market', 'buy', 0.002)
                 filled = await order_seen(ask['id'], 'closed', 0.002)
                 bal_fill = await balance_seen(await asyncio.to_thread(rest_balance))
@@ -749,46 +802,55 @@ class Session:
             if balances:
                 results['watch_balance'] = (results['watch_balance'][0], results['watch_balance'][1] +
                                             '; %d updates, last %s' % (len(balances), balances[-1]))
-        except Exception as e:
-            text = self.report.describe(e, [pa])
-            for name in names:
-                results.setdefault(name, (False, text))
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for name in names:
-                ok, detail = results.get(name, (False, 'not reached'))
-                self.report.record(name, 'PASS' if ok else 'FAIL', detail)
+
+    async def scenario(self, names, fn, timeout, exchanges):
+        """Runs a websocket scenario that fills `results` with (ok, detail) per step name;
+        a step it did not reach fails with the reason the scenario stopped."""
+        results = {}
+        reason = 'not reached'
+        try:
+            await asyncio.wait_for(fn(results), timeout)
+        except asyncio.TimeoutError:
+            reason = 'timed out after %ss' % timeout
+        except Exception as e:
+            reason = self.report.describe(e, exchanges)
+        for name in names:
+            ok, detail = results.get(name, (False, reason))
+            self.report.record(name, 'PASS' if ok else 'FAIL', detail)
 
     async def websockets(self):
-        names = ('watch_order_book', 'watch_trades', 'watch_bids_asks',
-                 'create_order_ws', 'cancel_order_ws', 'watch_orders', 'watch_balance')
+        market_data = ('watch_order_book', 'watch_trades', 'watch_bids_asks')
+        account = ('create_order_ws', 'cancel_order_ws', 'watch_orders', 'watch_balance')
         if not self.markets_ok:
-            for n in names:
+            for n in market_data + account:
                 self.report.record(n, 'FAIL', 'load_markets failed')
             return
         pa = ProBinance(exchange_config(self.base, self.ws_base, self.args.key, self.args.secret), self.guard)
         pb = None
         if self.b is not None:
             pb = ProBinance(exchange_config(self.base, self.ws_base, self.args.key2, self.args.secret2), self.guard)
+        extra = [ProBinance(exchange_config(self.base, self.ws_base, key, secret), self.guard)
+                 for key, secret in self.args.extra_account]
         try:
-            await pa.load_markets()
+            # Markets from the REST instance: no extra request, same data.
+            for ex in [pa, pb] + extra:
+                if ex is not None:
+                    ex.set_markets_from_exchange(self.a)
             if pb is not None:
-                await pb.load_markets()
-                await asyncio.wait_for(self.ws_market_data(pa, pb), self.args.book_seconds + 30)
+                await self.scenario(market_data, lambda r: self.ws_market_data(pa, pb, extra, r),
+                                    self.args.book_seconds + 30, [pa, pb])
             else:
-                for n in names[:3]:
+                for n in market_data:
                     self.report.record(n, 'SKIP', 'needs the second account (--key2/--secret2)')
-            await asyncio.wait_for(self.ws_account(pa, pb), 30)
-        except asyncio.TimeoutError:
-            self.report.record('websockets', 'FAIL', 'timed out')
-        except Exception as e:
-            self.report.record('websockets', 'FAIL', self.report.describe(e, [pa]))
+            await self.scenario(account, lambda r: self.ws_account(pa, pb, r), 30, [pa, pb])
         finally:
-            await pa.close()
-            if pb is not None:
-                await pb.close()
+            for ex in [pa, pb] + extra:
+                if ex is not None:
+                    await ex.close()
 
     # ---- errors ----------------------------------------------------------------------
 
@@ -806,6 +868,7 @@ class Session:
     def error_insufficient_funds(self):
         self.need_markets()
         # 100 BTC at the reference price is ~10M USDT: more than the account holds.
+        self.pacers['a'].wait_sync()
         return self.expect_error(ccxt.InsufficientFunds, lambda: self.a.create_order(
             SYMBOL, 'limit', 'buy', 100, self.ref or 97000.0), self.a)
 
@@ -818,6 +881,7 @@ class Session:
         # ccxt rounds prices to the tick itself; a price param overrides the rounded one so
         # the server's own filter is what answers.
         price = '%.3f' % ((self.ref or 97000.0) - 1000 + 0.005)
+        self.pacers['a'].wait_sync()
         return self.expect_error(ccxt.InvalidOrder, lambda: self.a.create_order(
             SYMBOL, 'limit', 'buy', 0.001, float(price), {'price': price}), self.a)
 
@@ -908,10 +972,14 @@ def main():
     p.add_argument('--secret', required=True)
     p.add_argument('--key2')
     p.add_argument('--secret2')
+    p.add_argument('--extra-account', metavar='KEY:SECRET', action='append', default=[],
+                   type=lambda v: tuple(v.split(':', 1)),
+                   help='another funded account (repeatable) that quotes for watch_order_book; '
+                        'each adds ~10 orders/s under the 100 per 10 s an account may place')
     p.add_argument('--book-updates', type=int, default=2000,
                    help='price level updates watch_order_book must apply (default 2000)')
-    p.add_argument('--book-seconds', type=float, default=40,
-                   help='time allowed to generate them (default 40)')
+    p.add_argument('--book-seconds', type=float, default=60,
+                   help='time allowed to generate them (default 60)')
     p.add_argument('--rate-limit-seconds', type=float, default=20,
                    help='how long to hammer for a rate limit; 0 skips the step (default 20)')
     args = p.parse_args()
