@@ -20,6 +20,7 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub journal: JournalSection,
     pub snapshot: SnapshotSection,
+    pub api: ApiSection,
 }
 
 impl Default for Config {
@@ -31,6 +32,47 @@ impl Default for Config {
             pipeline: PipelineSection::default(),
             journal: JournalSection::default(),
             snapshot: SnapshotSection::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+/// The Binance-compatible API's limits (Binance's own by default).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    pub request_weight_per_minute: u32,
+    pub orders_per_10s: u32,
+    pub orders_per_day: u32,
+    /// Longest wait for a command's reply before answering -1007.
+    pub reply_timeout_ms: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        let r = fulgur_ws_api::ratelimit::RateLimitConfig::default();
+        ApiSection {
+            request_weight_per_minute: r.request_weight_per_minute,
+            orders_per_10s: r.orders_per_10s,
+            orders_per_day: r.orders_per_day,
+            reply_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// The API's settings from this configuration.
+    pub fn api_config(&self) -> fulgur_ws_api::ApiConfig {
+        fulgur_ws_api::ApiConfig {
+            data_dir: self.data_dir.clone(),
+            limits: fulgur_ws_api::ratelimit::RateLimitConfig {
+                request_weight_per_minute: self.api.request_weight_per_minute,
+                orders_per_10s: self.api.orders_per_10s,
+                orders_per_day: self.api.orders_per_day,
+                max_accounts: self.engine.max_accounts,
+                ..Default::default()
+            },
+            reply_timeout: std::time::Duration::from_millis(self.api.reply_timeout_ms),
         }
     }
 }
@@ -193,6 +235,13 @@ impl Config {
                 "engine: max_accounts, max_assets, max_markets and max_orders must be at least 1"
                     .into(),
             );
+        }
+        let a = &self.api;
+        if a.request_weight_per_minute == 0 || a.orders_per_10s == 0 || a.orders_per_day == 0 {
+            return Err("api: request_weight_per_minute, orders_per_10s and orders_per_day must be at least 1".into());
+        }
+        if a.reply_timeout_ms == 0 {
+            return Err("api.reply_timeout_ms: at least 1".into());
         }
         if e.max_markets > 65_536 {
             return Err("engine.max_markets: at most 65536".into());

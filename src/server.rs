@@ -462,18 +462,7 @@ pub fn serve(
         connections: Arc::default(),
     };
     let connections = state.connections.clone();
-    let api = fulgur_ws_api::Api::new(
-        fulgur_ws_api::ApiConfig {
-            data_dir: cfg.data_dir.clone(),
-            limits: fulgur_ws_api::ratelimit::RateLimitConfig {
-                max_accounts: cfg.engine.engine_config().max_accounts,
-                ..Default::default()
-            },
-            reply_timeout: Duration::from_secs(10),
-        },
-        exchange.clone(),
-        exchange.feed.clone(),
-    )?;
+    let api = fulgur_ws_api::Api::new(cfg.api_config(), exchange.clone(), exchange.feed.clone())?;
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

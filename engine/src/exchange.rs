@@ -195,6 +195,13 @@ struct Withdrawal {
 
 pub struct Exchange {
     cfg: EngineConfig,
+    /// During a taker command: the ledger cells (taker base, taker quote, fee account base,
+    /// fee account quote) whose closing `BalanceChanged` the command owes, each with the
+    /// state last reported of it in this command (its start until an event says more).
+    /// Makes the last `BalanceChanged` of a cell in a command its final state, even when
+    /// the taker also trades as a maker (a self-trade) or the fee account trades.
+    taker_cells: [(usize, (u64, u64)); 4],
+    tracking_taker: bool,
     assets: Vec<AssetSpec>,
     supply: Vec<u64>,
     markets: Vec<Market>,
@@ -258,6 +265,8 @@ impl Exchange {
         let cells = c.max_accounts as usize * c.max_assets as usize;
         let per_market = c.max_orders_per_market.min(c.max_orders) as usize;
         Exchange {
+            taker_cells: [(usize::MAX, (0, 0)); 4],
+            tracking_taker: false,
             cfg: c,
             assets: Vec::with_capacity(c.max_assets as usize),
             supply: Vec::with_capacity(c.max_assets as usize),
@@ -323,6 +332,7 @@ impl Exchange {
 
     /// Applies one command, writing its events to `out`.
     pub fn apply<S: EventSink>(&mut self, cmd: &Sequenced, out: &mut S) {
+        self.tracking_taker = false;
         match &cmd.command {
             Command::PlaceOrder(p) => self.place(cmd.ts_ns, p, out),
             Command::CancelOrder {
@@ -400,8 +410,16 @@ impl Exchange {
     }
 
     #[inline]
-    fn emit_balance<S: EventSink>(&self, account: AccountId, asset: AssetId, out: &mut S) {
+    fn emit_balance<S: EventSink>(&mut self, account: AccountId, asset: AssetId, out: &mut S) {
         let c = self.cell(account, asset);
+        if self.tracking_taker {
+            let now = (self.free[c], self.locked[c]);
+            for t in &mut self.taker_cells {
+                if t.0 == c {
+                    t.1 = now;
+                }
+            }
+        }
         out.push(Event::BalanceChanged {
             account,
             asset,
@@ -421,18 +439,6 @@ impl Exchange {
     fn snapshot(&self, account: AccountId, asset: AssetId) -> (u64, u64) {
         let c = self.cell(account, asset);
         (self.free[c], self.locked[c])
-    }
-
-    fn emit_if_changed<S: EventSink>(
-        &self,
-        account: AccountId,
-        asset: AssetId,
-        before: (u64, u64),
-        out: &mut S,
-    ) {
-        if self.snapshot(account, asset) != before {
-            self.emit_balance(account, asset, out);
-        }
     }
 
     // ----- book helpers -----
@@ -670,13 +676,7 @@ impl Exchange {
         };
         let m = p.market as usize;
         let (base, quote) = (self.markets[m].spec.base, self.markets[m].spec.quote);
-        let fee = self.cfg.fee_account;
-        let snap = [
-            self.snapshot(p.account, base),
-            self.snapshot(p.account, quote),
-            self.snapshot(fee, base),
-            self.snapshot(fee, quote),
-        ];
+        self.track_taker(p.account, base, quote);
         self.touch_account(p.account);
         let order_id = self.next_order_id;
         self.next_order_id += 1;
@@ -752,7 +752,7 @@ impl Exchange {
             p.client_order_id,
             out,
         );
-        self.emit_taker_balances(p.account, base, quote, &snap, out);
+        self.emit_taker_balances(out);
     }
 
     /// Runs the checks of `docs/engine.md` in order; Ok = the amount a limit order locks.
@@ -1276,21 +1276,33 @@ impl Exchange {
         }
     }
 
-    fn emit_taker_balances<S: EventSink>(
-        &self,
-        account: AccountId,
-        base: AssetId,
-        quote: AssetId,
-        snap: &[(u64, u64); 4],
-        out: &mut S,
-    ) {
-        self.emit_if_changed(account, base, snap[0], out);
-        self.emit_if_changed(account, quote, snap[1], out);
+    /// Starts tracking a taker command's closing balances (see `taker_cells`).
+    fn track_taker(&mut self, account: AccountId, base: AssetId, quote: AssetId) {
         let fee = self.cfg.fee_account;
-        if fee != account {
-            self.emit_if_changed(fee, base, snap[2], out);
-            self.emit_if_changed(fee, quote, snap[3], out);
+        for (i, (a, x)) in [(account, base), (account, quote), (fee, base), (fee, quote)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = self.cell(a, x);
+            self.taker_cells[i] = (c, (self.free[c], self.locked[c]));
         }
+        self.tracking_taker = true;
+    }
+
+    /// The closing `BalanceChanged`s of a taker command: each tracked cell whose state
+    /// differs from what was last reported of it (the fee account's only if it is not the
+    /// taker).
+    fn emit_taker_balances<S: EventSink>(&mut self, out: &mut S) {
+        let fee_is_taker = self.taker_cells[2].0 == self.taker_cells[0].0;
+        let n = if fee_is_taker { 2 } else { 4 };
+        for i in 0..n {
+            let (c, reported) = self.taker_cells[i];
+            if (self.free[c], self.locked[c]) != reported {
+                let per = self.cfg.max_assets as usize;
+                self.emit_balance((c / per) as AccountId, (c % per) as AssetId, out);
+            }
+        }
+        self.tracking_taker = false;
     }
 
     // ----- cancel and amend -----
@@ -1525,13 +1537,7 @@ impl Exchange {
             return reject(RejectReason::InsufficientBalance, out);
         }
         let (base, quote) = (self.markets[m].spec.base, self.markets[m].spec.quote);
-        let fee = self.cfg.fee_account;
-        let snap = [
-            self.snapshot(account, base),
-            self.snapshot(account, quote),
-            self.snapshot(fee, base),
-            self.snapshot(fee, quote),
-        ];
+        self.track_taker(account, base, quote);
         out.push(Event::OrderAmended {
             order_id: o.id,
             account,
@@ -1584,7 +1590,7 @@ impl Exchange {
             o.client,
             out,
         );
-        self.emit_taker_balances(account, base, quote, &snap, out);
+        self.emit_taker_balances(out);
     }
 
     // ----- ledger commands -----

@@ -933,6 +933,30 @@ fn run_case(cfg: EngineConfig, steps: &[Step]) -> Result<(), TestCaseError> {
                 cmd.command
             )));
         }
+        // Events are enough to follow the ledger: the last BalanceChanged of each cell in a
+        // command is its state after it.
+        for e in fast_events.iter().rev() {
+            if let Event::BalanceChanged {
+                account,
+                asset,
+                free,
+                locked,
+            } = *e
+            {
+                let last = fast_events.iter().rev().find(|x| {
+                    matches!(**x, Event::BalanceChanged { account: a, asset: b, .. } if a == account && b == asset)
+                });
+                if last == Some(e) && fast.balance(account, asset) != (free, locked) {
+                    return Err(TestCaseError::fail(format!(
+                        "after command #{i}, the last BalanceChanged of {account}/{asset} says {:?}, the ledger {:?}\ncommand: {:?}\nevents:\n{}",
+                        (free, locked),
+                        fast.balance(account, asset),
+                        cmd.command,
+                        list(&fast_events)
+                    )));
+                }
+            }
+        }
         applied.push(cmd);
     }
     compare_state(&fast, &reference)

@@ -319,18 +319,37 @@ impl RefExchange {
         }
     }
 
-    /// The closing `BalanceChanged`s of a `PlaceOrder` or cancel-replace amend.
+    /// What this command last reported of a balance, or `start` if nothing yet.
+    fn last_reported(&self, account: AccountId, asset: AssetId, start: (u64, u64)) -> (u64, u64) {
+        self.out
+            .iter()
+            .rev()
+            .find_map(|e| match *e {
+                Event::BalanceChanged {
+                    account: a,
+                    asset: x,
+                    free,
+                    locked,
+                } if a == account && x == asset => Some((free, locked)),
+                _ => None,
+            })
+            .unwrap_or(start)
+    }
+
+    /// The closing `BalanceChanged`s of a `PlaceOrder` or cancel-replace amend: each of
+    /// the taker's (then the fee account's) base and quote whose state differs from what
+    /// the command last said of it.
     fn emit_final_balances(&mut self, account: AccountId, market: MarketId, start: Snapshot) {
         let (base, quote) = self.base_quote(market);
         for (i, asset) in [base, quote].into_iter().enumerate() {
-            if self.balance(account, asset) != start.taker[i] {
+            if self.balance(account, asset) != self.last_reported(account, asset, start.taker[i]) {
                 self.emit_balance(account, asset);
             }
         }
         let fee = self.cfg.fee_account;
         if fee != account {
             for (i, asset) in [base, quote].into_iter().enumerate() {
-                if self.balance(fee, asset) != start.fee[i] {
+                if self.balance(fee, asset) != self.last_reported(fee, asset, start.fee[i]) {
                     self.emit_balance(fee, asset);
                 }
             }
