@@ -16,6 +16,7 @@ pub mod pipebench;
 pub mod pipeline;
 pub mod recovery;
 pub mod server;
+pub mod wsbench;
 
 // The library's own tests count allocations the way the binary does.
 #[cfg(test)]

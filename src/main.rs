@@ -342,6 +342,27 @@ enum BenchCmd {
         #[arg(long)]
         no_journal: bool,
     },
+    /// The Binance WebSocket API end to end: a journaled `fulgur serve` on loopback (a
+    /// child process), clients logged on with Ed25519 keys placing and cancelling orders
+    /// (closed loop for throughput, then open loop at --rate for round-trip latency), and
+    /// --subscribers depth-stream connections checking every update follows the last.
+    Ws {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Requests each connection keeps in flight in the throughput phase.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Length of each phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests per second, all connections together, in the latency phase.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(a: &FlowArgs) -> fulgur_engine::flow::Flow {
@@ -556,6 +577,30 @@ fn main() {
                 }
             }
         }
+        Cmd::Bench {
+            kind:
+                BenchCmd::Ws {
+                    connections,
+                    window,
+                    seconds,
+                    rate,
+                    subscribers,
+                    json,
+                },
+        } => {
+            let args = fulgur::wsbench::WsBenchArgs {
+                connections,
+                window,
+                seconds,
+                rate,
+                subscribers,
+            };
+            match fulgur::wsbench::run(&args) {
+                Ok(r) if json => println!("{}", serde_json::to_string(&r).expect("report")),
+                Ok(r) => r.print(),
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Bench { kind } => {
             let (report, json) = match kind {
                 BenchCmd::Throughput { flow } => {
@@ -564,7 +609,7 @@ fn main() {
                 BenchCmd::Latency { flow, rate } => {
                     (bench::latency(&load(&flow), flow.repeat, rate), flow.json)
                 }
-                BenchCmd::Pipeline { .. } => unreachable!("handled above"),
+                BenchCmd::Pipeline { .. } | BenchCmd::Ws { .. } => unreachable!("handled above"),
             };
             if json {
                 println!("{}", report.json());
