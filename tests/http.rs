@@ -2,79 +2,22 @@
 //! commands answered after durability, and clear errors for bad input that leave the
 //! server serving.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    data: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
+use common::Server;
 
 fn start() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let data = std::env::temp_dir().join(format!("fulgur-http-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, addr, data };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = request(addr, "GET", "/health", b"") {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("fulgur serve did not become healthy");
+    Server::start("http")
 }
 
+/// (status, body) of a request without extra headers.
 fn request(
-    addr: SocketAddr,
+    addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((
-        status,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
+    common::request(addr, method, path, &[], body).map(|r| (r.status, r.body))
 }
 
 #[test]

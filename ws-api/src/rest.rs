@@ -610,25 +610,49 @@ async fn avg_price(State(api): State<Arc<Api>>, r: Req) -> Response {
     answer(&api, r.ip, res, None)
 }
 
+/// The signed requests that act on orders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Place,
+    Test,
+    Cancel,
+    CancelAll,
+    CancelReplace,
+    Amend,
+}
+
+/// A signed order request: checked, counted against the account's order limits when it
+/// places an order, and answered with the order-count headers then.
+async fn signed_op(api: Arc<Api>, r: Req, weight: u32, op: Op) -> Response {
+    let (p, account) = match api.signed(&r, weight) {
+        Ok(x) => x,
+        Err(e) => return answer(&api, r.ip, Err(e), None),
+    };
+    let counts = if matches!(op, Op::Place | Op::CancelReplace | Op::Amend) {
+        match api.limits.order(account, now_ms()) {
+            Ok(c) => Some(c),
+            Err(e) => return answer(&api, r.ip, Err(e), None),
+        }
+    } else {
+        None
+    };
+    let res = match op {
+        Op::Place => orders::place(&api, account, &p, false).await,
+        Op::Test => orders::place(&api, account, &p, true).await,
+        Op::Cancel => orders::cancel(&api, account, &p).await,
+        Op::CancelAll => orders::cancel_all(&api, account, &p).await,
+        Op::CancelReplace => orders::cancel_replace(&api, account, &p).await,
+        Op::Amend => orders::amend_keep_priority(&api, account, &p).await,
+    };
+    answer(&api, r.ip, res, counts)
+}
+
 async fn order_new(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = async {
-        let (p, account) = api.signed(&r, 1)?;
-        let counts = api.limits.order(account, now_ms())?;
-        Ok::<_, ApiError>((orders::place(&api, account, &p, false).await, counts))
-    }
-    .await;
-    match res {
-        Ok((v, counts)) => answer(&api, r.ip, v, Some(counts)),
-        Err(e) => answer(&api, r.ip, Err(e), None),
-    }
+    signed_op(api, r, 1, Op::Place).await
 }
 
 async fn order_test(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = match api.signed(&r, 1) {
-        Ok((p, account)) => orders::place(&api, account, &p, true).await,
-        Err(e) => Err(e),
-    };
-    answer(&api, r.ip, res, None)
+    signed_op(api, r, 1, Op::Test).await
 }
 
 async fn order_get(State(api): State<Arc<Api>>, r: Req) -> Response {
@@ -639,37 +663,15 @@ async fn order_get(State(api): State<Arc<Api>>, r: Req) -> Response {
 }
 
 async fn order_delete(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = match api.signed(&r, 1) {
-        Ok((p, account)) => orders::cancel(&api, account, &p).await,
-        Err(e) => Err(e),
-    };
-    answer(&api, r.ip, res, None)
+    signed_op(api, r, 1, Op::Cancel).await
 }
 
 async fn cancel_replace(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = async {
-        let (p, account) = api.signed(&r, 1)?;
-        let counts = api.limits.order(account, now_ms())?;
-        Ok::<_, ApiError>((orders::cancel_replace(&api, account, &p).await, counts))
-    }
-    .await;
-    match res {
-        Ok((v, counts)) => answer(&api, r.ip, v, Some(counts)),
-        Err(e) => answer(&api, r.ip, Err(e), None),
-    }
+    signed_op(api, r, 1, Op::CancelReplace).await
 }
 
 async fn amend(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = async {
-        let (p, account) = api.signed(&r, 4)?;
-        let counts = api.limits.order(account, now_ms())?;
-        Ok::<_, ApiError>((orders::amend_keep_priority(&api, account, &p).await, counts))
-    }
-    .await;
-    match res {
-        Ok((v, counts)) => answer(&api, r.ip, v, Some(counts)),
-        Err(e) => answer(&api, r.ip, Err(e), None),
-    }
+    signed_op(api, r, 4, Op::Amend).await
 }
 
 async fn open_orders(State(api): State<Arc<Api>>, r: Req) -> Response {
@@ -685,11 +687,7 @@ async fn open_orders(State(api): State<Arc<Api>>, r: Req) -> Response {
 }
 
 async fn cancel_open_orders(State(api): State<Arc<Api>>, r: Req) -> Response {
-    let res = match api.signed(&r, 1) {
-        Ok((p, account)) => orders::cancel_all(&api, account, &p).await,
-        Err(e) => Err(e),
-    };
-    answer(&api, r.ip, res, None)
+    signed_op(api, r, 1, Op::CancelAll).await
 }
 
 async fn all_orders(State(api): State<Arc<Api>>, r: Req) -> Response {

@@ -718,41 +718,8 @@ impl View {
                         a.permissions &= !(1 << permission);
                     }
                 }
-                Event::OrderAccepted {
-                    order_id,
-                    account,
-                    market,
-                    side,
-                    order_type,
-                    tif,
-                    quantity,
-                    price,
-                    client_order_id,
-                    stp,
-                } => {
-                    let (orig_qty, quote_order_qty) = match quantity {
-                        Quantity::Base(q) => (q, None),
-                        Quantity::Quote(a) => (0, Some(a)),
-                    };
-                    let rec = OrderRec {
-                        order_id,
-                        account,
-                        market,
-                        client_order_id,
-                        side,
-                        order_type,
-                        tif,
-                        stp,
-                        price,
-                        orig_qty,
-                        quote_order_qty,
-                        executed: 0,
-                        cumm_quote: 0,
-                        status: OrderStatus::New,
-                        time_ms: now_ms,
-                        update_time_ms: now_ms,
-                        working_time_ms: now_ms,
-                    };
+                Event::OrderAccepted { .. } => {
+                    let rec = accepted(e, now_ms).expect("an OrderAccepted");
                     self.exec_updates.push(ExecUpdate {
                         exec_type: "NEW",
                         order: rec.clone(),
@@ -951,6 +918,48 @@ impl View {
     }
 }
 
+/// A new order's record from its `OrderAccepted`.
+fn accepted(e: &Event, now_ms: u64) -> Option<OrderRec> {
+    let Event::OrderAccepted {
+        order_id,
+        account,
+        market,
+        side,
+        order_type,
+        tif,
+        quantity,
+        price,
+        client_order_id,
+        stp,
+    } = *e
+    else {
+        return None;
+    };
+    let (orig_qty, quote_order_qty) = match quantity {
+        Quantity::Base(q) => (q, None),
+        Quantity::Quote(a) => (0, Some(a)),
+    };
+    Some(OrderRec {
+        order_id,
+        account,
+        market,
+        client_order_id,
+        side,
+        order_type,
+        tif,
+        stp,
+        price,
+        orig_qty,
+        quote_order_qty,
+        executed: 0,
+        cumm_quote: 0,
+        status: OrderStatus::New,
+        time_ms: now_ms,
+        update_time_ms: now_ms,
+        working_time_ms: now_ms,
+    })
+}
+
 /// The two fills of a trade: the maker's, then the taker's.
 fn trade_fills(m: &MarketView, trade: &Event, now_ms: u64) -> [Fill; 2] {
     let Event::Trade {
@@ -1035,42 +1044,7 @@ pub fn order_from_events(
     let mut fills = Vec::new();
     for e in events {
         match *e {
-            Event::OrderAccepted {
-                order_id,
-                account,
-                market,
-                side,
-                order_type,
-                tif,
-                quantity,
-                price,
-                client_order_id,
-                stp,
-            } => {
-                let (orig_qty, quote_order_qty) = match quantity {
-                    Quantity::Base(q) => (q, None),
-                    Quantity::Quote(a) => (0, Some(a)),
-                };
-                rec = Some(OrderRec {
-                    order_id,
-                    account,
-                    market,
-                    client_order_id,
-                    side,
-                    order_type,
-                    tif,
-                    stp,
-                    price,
-                    orig_qty,
-                    quote_order_qty,
-                    executed: 0,
-                    cumm_quote: 0,
-                    status: OrderStatus::New,
-                    time_ms: now_ms,
-                    update_time_ms: now_ms,
-                    working_time_ms: now_ms,
-                });
-            }
+            Event::OrderAccepted { .. } => rec = accepted(e, now_ms),
             Event::Trade {
                 taker_order,
                 price,
