@@ -114,7 +114,8 @@ fn create_key(data: &Path, account: u32, ed25519_pem: Option<&Path>) -> Value {
         "--json",
     ]);
     if let Some(pem) = ed25519_pem {
-        cmd.arg("--ed25519").arg(pem);
+        // `@FILE`: the PEM file, as an operator passes one.
+        cmd.arg("--ed25519").arg(format!("@{}", pem.display()));
     }
     let out = cmd.output().unwrap();
     assert!(

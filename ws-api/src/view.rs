@@ -869,6 +869,17 @@ impl View {
                 let was_open = o.status.is_open();
                 finish_taker(o);
                 if was_open && !o.status.is_open() {
+                    // Its last fill's report carries the final status, as Binance's does.
+                    let done = o.clone();
+                    if let Some(u) = self
+                        .exec_updates
+                        .iter_mut()
+                        .rev()
+                        .find(|u| u.order.order_id == done.order_id)
+                    {
+                        u.order.status = done.status;
+                        u.order.orig_qty = done.orig_qty;
+                    }
                     let id = *order_id;
                     self.close(id);
                 }

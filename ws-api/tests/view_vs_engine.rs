@@ -242,6 +242,18 @@ fn the_view_follows_the_engine_exactly() {
                 statuses_seen.insert(o.status.as_str());
                 let fill_qty: u64 = fills.iter().map(|f| f.qty).sum();
                 assert_eq!(fill_qty, o.executed);
+                // The order's last execution report shows its state after the command.
+                let last = view
+                    .exec_updates
+                    .iter()
+                    .rev()
+                    .find(|u| u.order.order_id == o.order_id)
+                    .expect("a NEW report at least");
+                assert_eq!(
+                    (last.order.status, last.order.executed),
+                    (o.status, o.executed),
+                    "seq {seq}"
+                );
                 if let Some(v) = view.orders.get(&o.order_id) {
                     assert_eq!(
                         (v.status, v.executed, v.orig_qty),
