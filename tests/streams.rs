@@ -3,6 +3,8 @@
 //! errors, the limits, and a diff-depth stream that is gap-free and rebuilds the REST book
 //! exactly by Binance's "local order book" procedure.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -932,4 +934,48 @@ async fn server_pings_every_20_s() {
     // The client's automatic pong keeps the connection: it still answers.
     let v = ask(&mut ws, r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#).await;
     assert_eq!(v, json!({"result": [], "id": 1}));
+}
+
+/// ccxt opens numbered connections (`/ws/0`, `/ws/1`, ...) and subscribes on them; a
+/// listen key's `/ws/<key>` carries the account's user events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_connections_and_listen_key_streams() {
+    let s = common::Server::start("streams-listen-key");
+    let addr = s.addr;
+    let mut ws = connect(addr, "/ws/0").await;
+    assert_eq!(
+        ask(
+            &mut ws,
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}"#
+        )
+        .await,
+        json!({"result": null, "id": 1})
+    );
+
+    let (key, _secret) = s.key(9);
+    let r = common::request(
+        addr,
+        "POST",
+        "/api/v3/userDataStream",
+        &[("X-MBX-APIKEY", &key)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let listen_key = r.json()["listenKey"].as_str().unwrap().to_string();
+    let mut user = connect(addr, &format!("/ws/{listen_key}")).await;
+    s.command(r#"{"Deposit":{"account":9,"asset":2,"amount":500000000}}"#);
+    let events = drain(&mut user, Duration::from_millis(500)).await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["e"].as_str()).collect();
+    assert!(kinds.contains(&"outboundAccountPosition"), "{events:?}");
+    assert!(kinds.contains(&"balanceUpdate"), "{events:?}");
+    let bu = events.iter().find(|e| e["e"] == "balanceUpdate").unwrap();
+    assert_eq!(
+        (bu["a"].as_str(), bu["d"].as_str()),
+        (Some("USDT"), Some("5.00000000"))
+    );
+    // An unknown key is not a stream.
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/{}", "k".repeat(60))).await;
+    assert!(refused.is_err());
 }

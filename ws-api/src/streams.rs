@@ -830,10 +830,26 @@ fn open(api: Arc<Api>, ip: IpAddr, ws: WebSocketUpgrade, path: &str, combined: b
     if let Err(e) = api.feed.market.admit(ip, now_ms()) {
         return e.into_response();
     }
+    // `/ws/<listenKey>`: the account's user-data events, as Binance's listen-key streams.
+    if !combined && !path.contains('/') {
+        if let Some(account) = api.feed.users.listen_key_account(path) {
+            let key = path.to_string();
+            return ws
+                .max_message_size(MAX_INCOMING_BYTES)
+                .max_frame_size(MAX_INCOMING_BYTES)
+                .read_buffer_size(crate::WS_READ_BUFFER_BYTES)
+                .on_upgrade(move |socket| serve_user(api, socket, key, account));
+        }
+    }
     let mut streams: Vec<(Stream, Arc<str>)> = Vec::new();
     {
         let view = api.view();
-        for name in path.split('/').filter(|s| !s.is_empty()) {
+        // A number is a connection's name, not a stream: ccxt opens `/ws/0`, `/ws/1`, ...
+        // and subscribes on them, as Binance allows.
+        for name in path
+            .split('/')
+            .filter(|s| !s.is_empty() && !s.bytes().all(|c| c.is_ascii_digit()))
+        {
             let Some(s) = parse_stream(&view, name) else {
                 return invalid_stream().into_response();
             };
@@ -956,6 +972,62 @@ async fn write_batch(
         }
     }
     socket.flush().await
+}
+
+/// A listen-key connection: the account's user events, bare, until the key expires or is
+/// deleted (checked every few seconds), the client goes, or it cannot keep up.
+async fn serve_user(api: Arc<Api>, mut socket: WebSocket, key: String, account: u32) {
+    let Some(mut sub) = api.feed.users.subscribe(account, QUEUE_LEN_MESSAGES) else {
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1013,
+                reason: Utf8Bytes::from_static("too many user-data subscribers"),
+            })))
+            .await;
+        return;
+    };
+    let started = Instant::now();
+    let mut ping = tokio::time::interval_at(started + PING_INTERVAL, PING_INTERVAL);
+    let mut check_key = tokio::time::interval(Duration::from_secs(5));
+    let mut last_pong = Instant::now();
+    loop {
+        tokio::select! {
+            ev = sub.rx.recv() => match ev {
+                Some(text) => {
+                    if socket.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
+                        return;
+                    }
+                }
+                // Cut off for being slow, or the hub went away.
+                None => break,
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // Nothing is asked on a user stream; anything else is ignored.
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if last_pong.elapsed() >= PONG_TIMEOUT || started.elapsed() >= MAX_CONNECTION_AGE {
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            _ = check_key.tick() => {
+                if api.feed.users.listen_key_account(&key) != Some(account) {
+                    let _ = socket
+                        .send(Message::Text(Utf8Bytes::from(
+                            format!(r#"{{"e":"listenKeyExpired","E":{},"listenKey":"{key}"}}"#, now_ms()),
+                        )))
+                        .await;
+                    break;
+                }
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 async fn serve(
