@@ -18,6 +18,18 @@ installed() {
         "$CCXT_VERSION" 2>/dev/null
 }
 
+# Debian's python3 comes without venv/ensurepip (package python3-venv): install what is
+# missing, as root or through sudo, once.
+need_python() {
+    ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null
+}
+if ! installed && need_python; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "python-env: installing python3 and python3-venv (apt)" >&2
+    $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3 python3-venv >&2
+fi
+
 if ! installed; then
     mkdir -p "$cache"
     # Two test runs may set up at once (CI's setup step and cargo test): one installs, the
