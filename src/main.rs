@@ -360,6 +360,11 @@ enum BenchCmd {
         rate: u64,
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
+        /// The server's journal fsync: batch (an fsync before each batch is answered),
+        /// interval (every 5 ms; a crash may lose the last 5 ms of acknowledged orders) or
+        /// never.
+        #[arg(long, default_value = "batch")]
+        fsync: String,
         #[arg(long)]
         json: bool,
     },
@@ -585,6 +590,7 @@ fn main() {
                     seconds,
                     rate,
                     subscribers,
+                    fsync,
                     json,
                 },
         } => {
@@ -594,6 +600,7 @@ fn main() {
                 seconds,
                 rate,
                 subscribers,
+                fsync,
             };
             match fulgur::wsbench::run(&args) {
                 Ok(r) if json => println!("{}", serde_json::to_string(&r).expect("report")),

@@ -35,10 +35,14 @@ pub struct WsBenchArgs {
     /// Requests per second in the latency phase, all connections together.
     pub rate: u64,
     pub subscribers: usize,
+    /// The journal's fsync policy: `batch` (the default: an fsync per batch before any
+    /// reply), `interval` (every 5 ms), `never`.
+    pub fsync: String,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct WsReport {
+    pub fsync: String,
     pub connections: usize,
     pub window: usize,
     /// Orders placed and acknowledged per second in the throughput phase.
@@ -81,14 +85,19 @@ fn free_addr() -> Result<SocketAddr, String> {
 }
 
 /// A journaled server with limits high enough for a benchmark.
-fn start_server(addr: SocketAddr) -> Result<ServerProcess, String> {
+fn start_server(addr: SocketAddr, fsync: &str) -> Result<ServerProcess, String> {
+    if !matches!(fsync, "batch" | "interval" | "never") {
+        return Err(format!(
+            "--fsync takes batch, interval or never, not '{fsync}'"
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("fulgur-bench-ws-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("fulgur.toml");
     std::fs::write(
         &config,
-        "[api]\nrequest_weight_per_minute = 1000000000\norders_per_10s = 1000000000\norders_per_day = 1000000000\n",
+        format!("[journal]\nfsync = \"{fsync}\"\n[api]\nrequest_weight_per_minute = 1000000000\norders_per_10s = 1000000000\norders_per_day = 1000000000\n"),
     )
     .map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -394,7 +403,7 @@ async fn subscriber(addr: SocketAddr, until: Instant) -> SubResult {
 
 pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
     let addr = free_addr()?;
-    let server = start_server(addr)?;
+    let server = start_server(addr, &args.fsync)?;
     let data = server.dir.join("data");
     let token = std::fs::read_to_string(data.join("admin-token"))
         .map_err(|e| e.to_string())?
@@ -415,6 +424,7 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
             conns.push(logon(addr, api_key, key).await?);
         }
         let mut report = WsReport {
+            fsync: args.fsync.clone(),
             connections: args.connections,
             window: args.window,
             subscribers: args.subscribers,
@@ -482,7 +492,8 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
 impl WsReport {
     pub fn print(&self) {
         println!(
-            "bench ws: loopback, journaled (fsync per batch), client and server on one machine"
+            "bench ws: loopback, journaled (fsync {}), client and server on one machine",
+            self.fsync
         );
         println!(
             "throughput: {} connections x {} in flight: {:.0} orders/s acknowledged ({:.0} requests/s incl. cancels), {} errors   [goal >= 200000 orders/s]",
