@@ -7,8 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command as Process, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,49 +28,10 @@ const MID_TICKS: u64 = 9_700_000;
 const MAKER: u32 = 1;
 const TAKER: u32 = 2;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    data: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
+use common::Server;
 
 fn start(name: &str) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let data = std::env::temp_dir().join(format!("fulgur-streams-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, addr, data };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(mut h) = Http::connect(addr) {
-            if h.call("GET", "/health", "").0 == 200 {
-                return server;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("fulgur serve did not become healthy");
+    Server::start(&format!("streams-{name}"))
 }
 
 /// A keep-alive HTTP/1.1 client (blocking), for commands and REST queries.

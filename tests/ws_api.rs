@@ -6,10 +6,12 @@
 //! Keys come from `fulgur keys create --data-dir D --account N [--ed25519 PEM_FILE] --json`,
 //! which prints `{"apiKey":..,"secretKey":..}`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use common::Server;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -25,20 +27,6 @@ use tokio_tungstenite::tungstenite::Message;
 const BUYER: u32 = 10;
 const SELLER: u32 = 11;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 fn data_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fulgur-ws-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -47,32 +35,10 @@ fn data_dir(tag: &str) -> PathBuf {
 }
 
 fn start(data: PathBuf) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, addr, data };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = request(addr, "GET", "/health", &[], b"") {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("fulgur serve did not become healthy");
+    Server::start_in(data)
 }
 
+/// (status, body) of a request.
 fn request(
     addr: SocketAddr,
     method: &str,
@@ -80,29 +46,7 @@ fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((
-        status,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
+    common::request(addr, method, path, headers, body).map(|r| (r.status, r.body))
 }
 
 /// `fulgur keys create`: the key's JSON (`apiKey`, and `secretKey` for HMAC keys).

@@ -37,9 +37,14 @@ pub fn free_port() -> u16 {
 impl Server {
     /// `fulgur serve` on a new data directory (the demo markets, no flow).
     pub fn start(name: &str) -> Server {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let data = std::env::temp_dir().join(format!("fulgur-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
+        Server::start_in(data)
+    }
+
+    /// `fulgur serve` on `data` (removed when the server is dropped).
+    pub fn start_in(data: PathBuf) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
             .args(["serve", "--data-dir"])
             .arg(&data)
