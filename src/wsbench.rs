@@ -251,6 +251,30 @@ async fn connect(url: String) -> Result<Ws, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Subscribers per source address: the server admits 300 stream connections per IP per
+/// 5 minutes, as Binance does, so a thousand subscribers come from several loopback
+/// addresses (all of 127.0.0.0/8 is this machine), as they would from several machines.
+const SUBSCRIBERS_PER_IP: usize = 200;
+
+/// A WebSocket connection from the loopback address `127.0.1.<n>`.
+async fn connect_from(n: u8, addr: SocketAddr, path: &str) -> Result<Ws, String> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::from(([127, 0, 1, n], 0)))
+        .map_err(|e| e.to_string())?;
+    let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(fulgur_ws_api::WS_READ_BUFFER_BYTES);
+    tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}{path}"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(cfg),
+    )
+    .await
+    .map(|(ws, _)| ws)
+    .map_err(|e| e.to_string())
+}
+
 #[derive(Default)]
 struct Counters {
     placed: AtomicU64,
@@ -361,8 +385,9 @@ struct SubResult {
 }
 
 /// A depth subscriber: checks `U == previous u + 1` on every update until `until`.
-async fn subscriber(addr: SocketAddr, until: Instant) -> SubResult {
-    let Ok(mut ws) = connect(format!("ws://{addr}/ws/btcusdt@depth@100ms")).await else {
+async fn subscriber(n: usize, addr: SocketAddr, until: Instant) -> SubResult {
+    let from = 1 + (n / SUBSCRIBERS_PER_IP) as u8;
+    let Ok(mut ws) = connect_from(from, addr, "/ws/btcusdt@depth@100ms").await else {
         return SubResult {
             disconnected: true,
             ..Default::default()
@@ -455,7 +480,7 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
         // Phases 2 and 3: latency at a fixed rate, with depth subscribers watching.
         let until = Instant::now() + Duration::from_secs(args.seconds + 1);
         let subs: Vec<_> = (0..args.subscribers)
-            .map(|_| tokio::spawn(subscriber(addr, until + Duration::from_millis(500))))
+            .map(|n| tokio::spawn(subscriber(n, addr, until + Duration::from_millis(500))))
             .collect();
         // Let the subscribers connect before the orders start.
         tokio::time::sleep(Duration::from_secs(1)).await;
