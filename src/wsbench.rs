@@ -300,33 +300,46 @@ async fn closed_loop(mut ws: Ws, window: usize, stop: Arc<AtomicBool>, c: Arc<Co
         in_flight += 1;
     }
     while in_flight > 0 {
-        let Some(Ok(msg)) = ws.next().await else {
+        let Some(Ok(first)) = ws.next().await else {
             break;
         };
-        let Message::Text(t) = msg else { continue };
-        let a = answer(&t);
-        in_flight -= 1;
-        c.answered.fetch_add(1, Ordering::Relaxed);
-        if !a.ok && c.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-            if let Ok(mut e) = c.first_error.lock() {
-                *e = Some(t.to_string());
+        // This answer and every other already here, then one write for all that follow.
+        let mut msg = Some(first);
+        let mut queued = 0;
+        while let Some(m) = msg.take() {
+            if let Message::Text(t) = m {
+                let a = answer(&t);
+                in_flight -= 1;
+                c.answered.fetch_add(1, Ordering::Relaxed);
+                if !a.ok && c.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Ok(mut e) = c.first_error.lock() {
+                        *e = Some(t.to_string());
+                    }
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    let next = match a.placed {
+                        Some(order_id) => {
+                            c.placed.fetch_add(1, Ordering::Relaxed);
+                            cancel(next_id, order_id)
+                        }
+                        None => place(next_id, next_id),
+                    };
+                    next_id += 1;
+                    if ws.feed(Message::text(next)).await.is_err() {
+                        return ws;
+                    }
+                    in_flight += 1;
+                    queued += 1;
+                }
             }
+            msg = match futures_util::FutureExt::now_or_never(ws.next()) {
+                Some(Some(Ok(m))) => Some(m),
+                _ => None,
+            };
         }
-        if stop.load(Ordering::Relaxed) {
-            continue;
-        }
-        let next = match a.placed {
-            Some(order_id) => {
-                c.placed.fetch_add(1, Ordering::Relaxed);
-                cancel(next_id, order_id)
-            }
-            None => place(next_id, next_id),
-        };
-        next_id += 1;
-        if ws.send(Message::text(next)).await.is_err() {
+        if queued > 0 && ws.flush().await.is_err() {
             break;
         }
-        in_flight += 1;
     }
     ws
 }

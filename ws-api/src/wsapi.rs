@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fulgur_engine::AccountId;
+use futures_util::SinkExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -832,6 +833,21 @@ impl Connection {
                     self.out.push(String::new());
                 }
             }
+            // Every answer already done goes out with this one: one write for a burst.
+            while let Some(done) = self.pending.try_join_next_with_id() {
+                match done {
+                    Ok((task, text)) => {
+                        self.pending_ids.remove(&task);
+                        self.out.push(text);
+                    }
+                    Err(e) => {
+                        let id = self.pending_ids.remove(&e.id()).unwrap_or(Value::Null);
+                        let err = ApiError::internal("The request failed; its outcome is unknown.");
+                        self.out.push(response_text(&id, Err(err), None));
+                    }
+                }
+            }
+            let n = self.out.len();
             for text in self.out.drain(..) {
                 // An empty frame in the queue stands for the keep-alive ping.
                 let msg = if text.is_empty() {
@@ -839,9 +855,12 @@ impl Connection {
                 } else {
                     Message::Text(text.into())
                 };
-                if socket.send(msg).await.is_err() {
+                if socket.feed(msg).await.is_err() {
                     return;
                 }
+            }
+            if n > 0 && socket.flush().await.is_err() {
+                return;
             }
         }
     }
