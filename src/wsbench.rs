@@ -58,6 +58,9 @@ pub struct WsReport {
     pub latency_us_p99: f64,
     pub latency_us_p999: f64,
     pub latency_us_max: f64,
+    /// How late the client wrote requests after they were due (its timer, its CPU).
+    pub client_lag_us_p50: f64,
+    pub client_lag_us_p99: f64,
     pub subscribers: usize,
     pub subscribers_gap_free: usize,
     pub subscribers_disconnected: usize,
@@ -344,12 +347,16 @@ async fn closed_loop(mut ws: Ws, window: usize, stop: Arc<AtomicBool>, c: Arc<Co
     ws
 }
 
-/// Open loop at `per_s` requests a second; round trips from when each was due.
+/// Open loop at `per_s` requests a second. A round trip is timed from the moment its
+/// request is written; how late the client's timer (1 ms granularity in tokio) wrote it
+/// after it was due is recorded apart, in `lag`, so that the client's own lateness is
+/// neither hidden nor charged to the server.
 async fn open_loop(
     mut ws: Ws,
     per_s: f64,
     until: Instant,
     hist: Arc<std::sync::Mutex<Histogram<u64>>>,
+    lag: Arc<std::sync::Mutex<Histogram<u64>>>,
 ) {
     let period = Duration::from_secs_f64(1.0 / per_s);
     let start = Instant::now();
@@ -357,6 +364,7 @@ async fn open_loop(
     let mut next_id = 1u64;
     let mut open_order: Option<u64> = None;
     let mut local = Histogram::<u64>::new(3).expect("histogram");
+    let mut local_lag = Histogram::<u64>::new(3).expect("histogram");
     loop {
         let when = start + period * (next_id as u32);
         if when >= until && due.is_empty() {
@@ -368,7 +376,9 @@ async fn open_loop(
                     Some(o) => cancel(next_id, o),
                     None => place(next_id, next_id),
                 };
-                due.insert(next_id, when);
+                let sent = Instant::now();
+                let _ = local_lag.record(sent.saturating_duration_since(when).as_micros() as u64);
+                due.insert(next_id, sent);
                 next_id += 1;
                 if ws.send(Message::text(text)).await.is_err() { break; }
             }
@@ -388,6 +398,7 @@ async fn open_loop(
         }
     }
     let _ = hist.lock().map(|mut h| h.add(&local));
+    let _ = lag.lock().map(|mut h| h.add(&local_lag));
 }
 
 #[derive(Default)]
@@ -500,10 +511,13 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
         let hist = Arc::new(std::sync::Mutex::new(
             Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
         ));
+        let lag = Arc::new(std::sync::Mutex::new(
+            Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+        ));
         let per_conn = args.rate as f64 / conns.len().max(1) as f64;
         let lat: Vec<_> = conns
             .into_iter()
-            .map(|ws| tokio::spawn(open_loop(ws, per_conn, until, hist.clone())))
+            .map(|ws| tokio::spawn(open_loop(ws, per_conn, until, hist.clone(), lag.clone())))
             .collect();
         for t in lat {
             t.await.map_err(|e| e.to_string())?;
@@ -521,6 +535,9 @@ pub fn run(args: &WsBenchArgs) -> Result<WsReport, String> {
         report.latency_us_p99 = h.value_at_quantile(0.99) as f64;
         report.latency_us_p999 = h.value_at_quantile(0.999) as f64;
         report.latency_us_max = h.max() as f64;
+        let l = lag.lock().map_err(|_| "histogram lock".to_string())?;
+        report.client_lag_us_p50 = l.value_at_quantile(0.50) as f64;
+        report.client_lag_us_p99 = l.value_at_quantile(0.99) as f64;
         Ok::<_, String>(report)
     });
     drop(server);
@@ -548,6 +565,10 @@ impl WsReport {
             self.latency_us_p99,
             self.latency_us_p999,
             self.latency_us_max
+        );
+        println!(
+            "  (timed from each request's write; the client wrote them p50 {:.0} us / p99 {:.0} us after they were due)",
+            self.client_lag_us_p50, self.client_lag_us_p99
         );
         println!(
             "depth subscribers: {} of {} gap-free, {} disconnected, {} updates received   [goal: all gap-free]",
