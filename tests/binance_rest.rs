@@ -623,3 +623,66 @@ fn request_weight_is_limited_per_ip_with_429_then_418() {
         .starts_with("Way too much request weight used; IP banned until"));
     assert!(s.stop().success());
 }
+
+#[test]
+fn ed25519_keys_sign_rest_requests() {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let s = Server::start("rest-ed25519");
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let public = hex::encode(signing.verifying_key().as_bytes());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulgur"))
+        .args([
+            "keys",
+            "create",
+            "--json",
+            "--account",
+            "21",
+            "--ed25519",
+            &public,
+        ])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = v["apiKey"].as_str().unwrap();
+    assert!(v.get("secretKey").is_none(), "{v}");
+    let sign = |payload: &str| {
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(signing.sign(payload.as_bytes()).to_bytes());
+        // Base64 carries '+', '/' and '=': percent-encoded in a query string, as Binance asks.
+        sig.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    };
+    let q = format!("omitZeroBalances=true&timestamp={}", common::now_ms());
+    let r = request(
+        s.addr,
+        "GET",
+        &format!("/api/v3/account?{q}&signature={}", sign(&q)),
+        &[("X-MBX-APIKEY", key)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["uid"], 21);
+    // Signed by another key: refused.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+    let bad = base64::engine::general_purpose::STANDARD.encode(other.sign(q.as_bytes()).to_bytes());
+    let bad = bad
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let r = request(
+        s.addr,
+        "GET",
+        &format!("/api/v3/account?{q}&signature={bad}"),
+        &[("X-MBX-APIKEY", key)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.code(), -1022, "{r:?}");
+    assert!(s.stop().success());
+}
