@@ -466,6 +466,15 @@ fn signed_endpoints_orders_and_errors() {
     assert_eq!(all[0]["orderId"].as_u64(), Some(id));
     assert_eq!(all[0]["status"], "CANCELED");
 
+    // The account's order counts, as the headers say them.
+    let r = c1.signed("GET", "/api/v3/rateLimit/order", "");
+    assert_eq!(r.status, 200, "{r:?}");
+    let limits = r.json();
+    assert_eq!(limits[0]["interval"], "SECOND");
+    assert_eq!(limits[0]["limit"], 100);
+    assert!(limits[0]["count"].as_u64().unwrap() >= 3, "{limits}");
+    assert_eq!(limits[1]["interval"], "DAY");
+
     // Order errors, word for word.
     let cases: &[(&str, i64, &str)] = &[
         ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=100&price=96000", -2010, "Account has insufficient balance for requested action."),
