@@ -629,27 +629,38 @@ impl View {
             return;
         }
         acct.closed.push_back(order_id);
-        let mut evict = Vec::new();
         if acct.closed.len() > MAX_CLOSED_PER_ACCOUNT {
-            evict.extend(acct.closed.pop_front());
+            if let Some(id) = acct.closed.pop_front() {
+                self.forget(id, false);
+            }
         }
         self.closed_fifo.push_back(order_id);
         while self.closed_fifo.len() > MAX_CLOSED_TOTAL {
-            evict.extend(self.closed_fifo.pop_front());
+            if let Some(id) = self.closed_fifo.pop_front() {
+                self.forget(id, true);
+            }
         }
-        for id in evict {
-            if let Some(o) = self.orders.get(&id) {
-                if o.status.is_open() {
-                    continue;
-                }
-                let o = self.orders.remove(&id).expect("present");
-                if let Some(a) = self.accounts.get_mut(&o.account) {
+    }
+
+    /// Drops a closed order from the history (already gone from its account's list unless
+    /// `in_account_list`). An id the per-account bound dropped earlier is no longer known.
+    fn forget(&mut self, id: OrderId, in_account_list: bool) {
+        if self.orders.get(&id).is_none_or(|o| o.status.is_open()) {
+            return;
+        }
+        let o = self.orders.remove(&id).expect("present");
+        if in_account_list {
+            if let Some(a) = self.accounts.get_mut(&o.account) {
+                // The oldest closed order of all is, nearly always, its account's oldest.
+                if a.closed.front() == Some(&id) {
+                    a.closed.pop_front();
+                } else {
                     a.closed.retain(|x| *x != id);
                 }
-                if self.by_client.get(&(o.account, o.client_order_id)) == Some(&id) {
-                    self.by_client.remove(&(o.account, o.client_order_id));
-                }
             }
+        }
+        if self.by_client.get(&(o.account, o.client_order_id)) == Some(&id) {
+            self.by_client.remove(&(o.account, o.client_order_id));
         }
     }
 

@@ -290,3 +290,73 @@ fn the_view_follows_the_engine_exactly() {
         );
     }
 }
+
+#[test]
+fn closed_order_history_is_bounded_per_account() {
+    use fulgur_ws_api::view::MAX_CLOSED_PER_ACCOUNT;
+    let mut ex = Exchange::new(EngineConfig {
+        max_accounts: 8,
+        ..EngineConfig::default()
+    });
+    let mut view = View::from_exchange(&ex, 0, 0);
+    let mut seq = 0;
+    let mut events = Vec::new();
+    let mut run = |ex: &mut Exchange, view: &mut View, command: Command| {
+        seq += 1;
+        let sequenced = Sequenced {
+            seq,
+            ts_ns: seq * 1_000_000,
+            command,
+        };
+        events.clear();
+        ex.apply(&sequenced, &mut events);
+        view.apply(&[BatchItem {
+            seq,
+            ts_ns: sequenced.ts_ns,
+            command: &sequenced.command,
+            events: &events,
+        }]);
+    };
+    for c in setup() {
+        run(&mut ex, &mut view, c);
+    }
+    let n = MAX_CLOSED_PER_ACCOUNT + 100;
+    for i in 0..n {
+        let id = ex.next_order_id();
+        run(
+            &mut ex,
+            &mut view,
+            Command::PlaceOrder(PlaceOrder {
+                account: 1,
+                market: 0,
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Gtc,
+                quantity: Quantity::Base(1),
+                price: Some(900),
+                client_order_id: ClientOrderId::new(&format!("c-{i}")).unwrap(),
+                stp: StpMode::None,
+            }),
+        );
+        run(
+            &mut ex,
+            &mut view,
+            Command::CancelOrder {
+                account: 1,
+                market: 0,
+                target: OrderRef::Id(id),
+            },
+        );
+    }
+    let all = view.all_orders(1);
+    assert_eq!(all.len(), MAX_CLOSED_PER_ACCOUNT);
+    // The oldest went first, with their client ids.
+    assert_eq!(all[0].client_order_id.as_str(), "c-100");
+    assert!(view
+        .order_by_client(1, &ClientOrderId::new("c-99").unwrap())
+        .is_none());
+    assert!(view
+        .order_by_client(1, &ClientOrderId::new("c-100").unwrap())
+        .is_some());
+    assert_eq!(view.orders.len(), MAX_CLOSED_PER_ACCOUNT);
+}
