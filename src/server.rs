@@ -273,6 +273,8 @@ fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>, f
 #[derive(Clone)]
 struct AppState {
     exchange: Arc<Exchange>,
+    /// `<data dir>/admin-token`: the operator's endpoints want it.
+    admin_token: Arc<str>,
     /// HTTP requests being served now.
     in_flight: Arc<AtomicU64>,
     /// TCP connections accepted so far.
@@ -402,6 +404,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn command(
     State(s): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if !peer.ip().is_loopback() {
@@ -409,6 +412,18 @@ async fn command(
             StatusCode::FORBIDDEN,
             -2015,
             "The command endpoint is for loopback clients only.",
+        );
+    }
+    // Any local process can reach loopback; only the data directory's owner has the token.
+    let token = headers
+        .get("x-fulgur-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !fulgur_ws_api::auth::admin_token_matches(&s.admin_token, token) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            -1002,
+            "You are not authorized to execute this request.",
         );
     }
     let command: Command = match serde_json::from_slice(&body) {
@@ -458,6 +473,7 @@ pub fn serve(
     let exchange = Arc::new(Exchange::start(&cfg, initial)?);
     let state = AppState {
         exchange: exchange.clone(),
+        admin_token: fulgur_ws_api::auth::admin_token(&cfg.data_dir)?.into(),
         in_flight: Arc::default(),
         connections: Arc::default(),
     };

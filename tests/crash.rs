@@ -45,7 +45,7 @@ fn start(data: &Path, addr: SocketAddr) -> Child {
         .expect("start fulgur serve");
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok((200, _)) = http(addr, "GET", "/health", "") {
+        if let Ok((200, _)) = http(addr, "GET", "/health", "", "") {
             return child;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -56,12 +56,19 @@ fn start(data: &Path, addr: SocketAddr) -> Child {
 }
 
 /// A minimal HTTP/1.1 client (one request per connection): (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+/// `token`: the data directory's admin token, which the operator endpoints want.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Fulgur-Admin-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();
@@ -126,6 +133,9 @@ fn kill_9_never_loses_an_acknowledged_command() {
             let (acked, stop) = (acked.clone(), stop.clone());
             let mut rng = Rng::new(round as u64 * 7919 + 1);
             let first = sent;
+            let token = std::fs::read_to_string(data.join("admin-token"))
+                .expect("the server wrote its admin token");
+            let token = token.trim().to_string();
             std::thread::spawn(move || {
                 let mut n = first;
                 while !stop.load(Ordering::Relaxed) {
@@ -134,7 +144,9 @@ fn kill_9_never_loses_an_acknowledged_command() {
                     let body = serde_json::to_string(&c).unwrap();
                     // Anything but a 200 (killed mid-request, refused while it dies) is
                     // not acknowledged.
-                    if let Ok((200, reply)) = http(addr, "POST", "/fulgur/v1/commands", &body) {
+                    if let Ok((200, reply)) =
+                        http(addr, "POST", "/fulgur/v1/commands", &token, &body)
+                    {
                         let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
                         let seq = v["seq"].as_u64().unwrap();
                         acked.lock().unwrap().push((seq, v["events"].clone()));

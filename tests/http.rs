@@ -10,14 +10,22 @@ fn start() -> Server {
     Server::start("http")
 }
 
-/// (status, body) of a request without extra headers.
+/// (status, body) of a request carrying the operator's token.
 fn request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    common::request(addr, method, path, &[], body).map(|r| (r.status, r.body))
+    let token = common::admin_token(addr);
+    common::request(
+        addr,
+        method,
+        path,
+        &[("X-Fulgur-Admin-Token", &token)],
+        body,
+    )
+    .map(|r| (r.status, r.body))
 }
 
 #[test]
@@ -74,6 +82,21 @@ fn endpoints_answer_as_documented() {
     }
     let (status, _) = request(s.addr, "POST", "/fulgur/v1/commands", &vec![b' '; 100_000]).unwrap();
     assert_eq!(status, 413);
+    // Without the data directory's admin token: 401, nothing taken.
+    for token in [None, Some("wrong")] {
+        let headers: Vec<(&str, &str)> = token
+            .map(|t| vec![("X-Fulgur-Admin-Token", t)])
+            .unwrap_or_default();
+        let r = common::request(
+            s.addr,
+            "POST",
+            "/fulgur/v1/commands",
+            &headers,
+            br#"{"Deposit":{"account":7,"asset":2,"amount":500}}"#,
+        )
+        .unwrap();
+        assert_eq!((r.status, r.code()), (401, -1002), "{r:?}");
+    }
 
     // The server still serves, and nothing of the bad requests reached the journal.
     let (_, body) = request(s.addr, "GET", "/health", b"").unwrap();

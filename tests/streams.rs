@@ -55,8 +55,9 @@ impl Http {
         let s = self.r.get_mut();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-Fulgur-Admin-Token: {}\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
+            common::admin_token(self.addr),
             body.len()
         )
         .unwrap();

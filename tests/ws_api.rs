@@ -73,11 +73,12 @@ fn create_key(data: &Path, account: u32, ed25519_pem: Option<&Path>) -> Value {
 /// Credits an account through the operator endpoint (asset ids of the demo setup).
 fn deposit(addr: SocketAddr, account: u32, asset: u32, amount: u64) {
     let body = json!({"Deposit": {"account": account, "asset": asset, "amount": amount}});
+    let token = common::admin_token(addr);
     let (status, reply) = request(
         addr,
         "POST",
         "/fulgur/v1/commands",
-        &[],
+        &[("X-Fulgur-Admin-Token", &token)],
         body.to_string().as_bytes(),
     )
     .unwrap();

@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Data directories of the servers this test binary started, by address: the operator
+/// endpoints want the directory's admin token.
+static DATA_DIRS: std::sync::Mutex<Vec<(SocketAddr, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// The admin token of the server at `addr` (one started with `Server::start*`).
+pub fn admin_token(addr: SocketAddr) -> String {
+    let dirs = DATA_DIRS.lock().unwrap();
+    let (_, data) = dirs
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .expect("a server started by these helpers");
+    std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
@@ -54,6 +71,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        DATA_DIRS.lock().unwrap().push((addr, data.clone()));
         let server = Server { child, addr, data };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -99,11 +117,12 @@ impl Server {
 
     /// An engine command through the loopback operator endpoint; its reply.
     pub fn command(&self, json: &str) -> serde_json::Value {
+        let token = admin_token(self.addr);
         let r = request(
             self.addr,
             "POST",
             "/fulgur/v1/commands",
-            &[],
+            &[("X-Fulgur-Admin-Token", &token)],
             json.as_bytes(),
         )
         .unwrap();
