@@ -628,7 +628,7 @@ pub fn all_orders(api: &Api, account: AccountId, p: &Params) -> Result<Value, Ap
     let from_id = p.u64("orderId")?;
     let start = p.u64("startTime")?;
     let end = p.u64("endTime")?;
-    let mut v: Vec<&OrderRec> = view
+    let v: Vec<&OrderRec> = view
         .all_orders(account)
         .into_iter()
         .filter(|o| o.market == m.id)
@@ -636,11 +636,7 @@ pub fn all_orders(api: &Api, account: AccountId, p: &Params) -> Result<Value, Ap
         .filter(|o| start.is_none_or(|s| o.time_ms >= s))
         .filter(|o| end.is_none_or(|e| o.time_ms <= e))
         .collect();
-    // Without a starting id, the most recent `limit` orders.
-    if from_id.is_none() && v.len() > limit {
-        v.drain(..v.len() - limit);
-    }
-    v.truncate(limit);
+    let v = crate::params::page(v, limit, from_id.is_some());
     Ok(Value::Array(
         v.into_iter().map(|o| order_json(m, o)).collect(),
     ))
@@ -658,7 +654,7 @@ pub fn my_trades(api: &Api, account: AccountId, p: &Params) -> Result<Value, Api
     let Some(acct) = view.accounts.get(&account) else {
         return Ok(json!([]));
     };
-    let mut v: Vec<&Fill> = acct
+    let v: Vec<&Fill> = acct
         .trades
         .iter()
         .filter(|f| f.market == m.id)
@@ -667,10 +663,7 @@ pub fn my_trades(api: &Api, account: AccountId, p: &Params) -> Result<Value, Api
         .filter(|f| start.is_none_or(|s| f.time_ms >= s))
         .filter(|f| end.is_none_or(|e| f.time_ms <= e))
         .collect();
-    if from_id.is_none() && v.len() > limit {
-        v.drain(..v.len() - limit);
-    }
-    v.truncate(limit);
+    let v = crate::params::page(v, limit, from_id.is_some());
     let out = v
         .into_iter()
         .map(|f| {

@@ -141,6 +141,16 @@ impl Params {
     }
 }
 
+/// At most `limit` of `v` (oldest first), as Binance pages history: from the start when the
+/// request says where to start (`fromId`, `startTime`), else the most recent ones.
+pub fn page<T>(mut v: Vec<T>, limit: usize, from_start: bool) -> Vec<T> {
+    if !from_start && v.len() > limit {
+        v.drain(..v.len() - limit);
+    }
+    v.truncate(limit);
+    v
+}
+
 pub fn check_symbol(s: &str) -> Result<(), ApiError> {
     if s.is_empty()
         || s.len() > 20
@@ -198,6 +208,9 @@ mod tests {
         for v in ["1.", ".5", "1e5", "0x10", "1.2.3", " 1"] {
             assert!(parse_decimal("q", v).is_err(), "{v}");
         }
+        assert_eq!(page(vec![1, 2, 3, 4, 5], 2, false), [4, 5]);
+        assert_eq!(page(vec![1, 2, 3, 4, 5], 2, true), [1, 2]);
+        assert_eq!(page(vec![1, 2], 5, false), [1, 2]);
         let many: String = (0..=MAX_PARAMS).map(|i| format!("p{i}=1&")).collect();
         assert_eq!(Params::parse(&many, "").unwrap_err().code, -1101);
     }

@@ -371,17 +371,14 @@ async fn agg_trades(State(api): State<Arc<Api>>, r: Req) -> Response {
         let end = p.u64("endTime")?;
         let view = api.view();
         let m = orders::market(&view, &p)?;
-        let mut v: Vec<&crate::view::AggTrade> = m
+        let v: Vec<&crate::view::AggTrade> = m
             .agg_trades
             .iter()
             .filter(|a| from_id.is_none_or(|id| a.id >= id))
             .filter(|a| start.is_none_or(|s| a.time_ms >= s))
             .filter(|a| end.is_none_or(|e| a.time_ms <= e))
             .collect();
-        if from_id.is_none() && start.is_none() && v.len() > limit {
-            v.drain(..v.len() - limit);
-        }
-        v.truncate(limit);
+        let v = crate::params::page(v, limit, from_id.is_some() || start.is_some());
         Ok(Value::Array(
             v.into_iter()
                 .map(|a| {
@@ -421,15 +418,12 @@ async fn klines(State(api): State<Arc<Api>>, r: Req) -> Response {
         let start = p.u64("startTime")?;
         let end = p.u64("endTime")?;
         let len_ms = INTERVALS[i].1;
-        let mut v: Vec<&crate::view::Kline> = m.klines[i]
+        let v: Vec<&crate::view::Kline> = m.klines[i]
             .iter()
             .filter(|k| start.is_none_or(|s| k.open_time_ms + len_ms > s))
             .filter(|k| end.is_none_or(|e| k.open_time_ms <= e))
             .collect();
-        if start.is_none() && v.len() > limit {
-            v.drain(..v.len() - limit);
-        }
-        v.truncate(limit);
+        let v = crate::params::page(v, limit, start.is_some());
         Ok(Value::Array(
             v.into_iter().map(|k| kline_row(m, k, len_ms)).collect(),
         ))
