@@ -105,7 +105,7 @@ EOF
         -DBUILD_BITCOIN_BIN=OFF -DENABLE_EXTERNAL_SIGNER=OFF -DINSTALL_MAN=OFF \
         -DWITH_CCACHE=OFF -DCMAKE_BUILD_TYPE=Release >&2
 
-    log "building bitcoind and bitcoin-cli (about 20-30 minutes on 2 cores)"
+    log "building bitcoind and bitcoin-cli (measured: about 6 minutes on 2 cores)"
     local start=$SECONDS
     cmake --build "$tmp/build" --target bitcoind bitcoin-cli -j"$(nproc)" >&2
     log "built in $((SECONDS - start)) s"
