@@ -77,24 +77,11 @@ fn public_endpoints_answer_as_binance() {
     fund(&s, 12);
     let c1 = client(&s, 11);
     let c2 = client(&s, 12);
-    let r = c1.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.5&price=97000.01",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let r = c1.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.25&price=96999",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let r = c2.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.1",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+
+    c1.place("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.5&price=97000.01");
+
+    c1.place("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.25&price=96999");
+    c2.place("symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.1");
 
     let d = s.get("/api/v3/depth?symbol=BTCUSDT&limit=5").json();
     assert_eq!(
@@ -349,12 +336,7 @@ fn signed_endpoints_orders_and_errors() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["amendedOrder"]["qty"], "0.00800000");
-    let r = c2.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=SELL&type=MARKET&quantity=0.003&newOrderRespType=FULL",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let r = c2.place("symbol=BTCUSDT&side=SELL&type=MARKET&quantity=0.003&newOrderRespType=FULL");
     let m = r.json();
     assert_eq!(m["status"], "FILLED");
     assert_eq!(m["executedQty"], "0.00300000");
@@ -390,18 +372,9 @@ fn signed_endpoints_orders_and_errors() {
     );
 
     // Market buy by quote amount, RESULT.
-    let r = c1.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=1&price=97000",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let r = c2.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=970&newOrderRespType=RESULT",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    c1.place("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=1&price=97000");
+    let r =
+        c2.place("symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=970&newOrderRespType=RESULT");
     let m = r.json();
     assert_eq!(
         (
@@ -496,12 +469,8 @@ fn signed_endpoints_orders_and_errors() {
         ("symbol=TBILLUSDC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=99.5", -2010, "This symbol is not permitted for this account."),
     ];
     // A resting bid for the LIMIT_MAKER case to cross.
-    let r = c2.signed(
-        "POST",
-        "/api/v3/order",
-        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96500",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+
+    c2.place("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=96500");
     for (params, code, msg) in cases {
         let r = c1.signed("POST", "/api/v3/order", params);
         assert_eq!(r.status, 400, "{params}: {r:?}");

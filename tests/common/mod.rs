@@ -236,6 +236,13 @@ impl Client {
         .unwrap()
     }
 
+    /// A new order (`POST /api/v3/order`) that must be accepted.
+    pub fn place(&self, params: &str) -> Response {
+        let r = self.signed("POST", "/api/v3/order", params);
+        assert_eq!(r.status, 200, "{params}: {r:?}");
+        r
+    }
+
     /// A SIGNED request with its parameters in a form body.
     pub fn signed_body(&self, method: &str, path: &str, params: &str) -> Response {
         let q = format!("{params}&timestamp={}", now_ms());
