@@ -89,6 +89,7 @@ pub struct EngineSection {
     pub max_levels_per_side: u32,
     pub max_gtd_orders: u32,
     pub max_pending_withdrawals: u32,
+    pub max_pending_deposits: u32,
     pub fee_account: u32,
 }
 
@@ -104,6 +105,7 @@ impl Default for EngineSection {
             max_levels_per_side: e.max_levels_per_side,
             max_gtd_orders: e.max_gtd_orders,
             max_pending_withdrawals: e.max_pending_withdrawals,
+            max_pending_deposits: e.max_pending_deposits,
             fee_account: e.fee_account,
         }
     }
@@ -120,6 +122,7 @@ impl EngineSection {
             max_levels_per_side: self.max_levels_per_side,
             max_gtd_orders: self.max_gtd_orders,
             max_pending_withdrawals: self.max_pending_withdrawals,
+            max_pending_deposits: self.max_pending_deposits,
             fee_account: self.fee_account,
         }
     }

@@ -3,8 +3,8 @@
 
 use crate::spec::{AssetSpec, MarketSpec, MarketStatus};
 use crate::types::{
-    AccountId, AssetId, ClientOrderId, MarketId, OrderId, OrderType, PermissionId, Quantity, Side,
-    StpMode, TimeInForce, WithdrawalId,
+    AccountId, AssetId, ClientOrderId, DepositId, MarketId, OrderId, OrderType, PermissionId,
+    Quantity, Side, StpMode, TimeInForce, WithdrawalId,
 };
 
 /// A command as the sequencer hands it to the engine.
@@ -82,6 +82,23 @@ pub enum Command {
     WithdrawFinalize {
         withdrawal: WithdrawalId,
     },
+    /// Credits an on-chain deposit as `Deposit` does, and remembers it under `deposit` until
+    /// it is settled or reversed: a second credit of the same pending id is refused.
+    DepositCredit {
+        deposit: DepositId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    },
+    /// The deposit is final (deep enough in the chain): it is forgotten.
+    DepositSettle {
+        deposit: DepositId,
+    },
+    /// A reorg removed the deposit: its amount is taken back, as far as the account has it
+    /// (cancelling its orders that hold the asset if need be); the rest becomes a deficit.
+    DepositReverse {
+        deposit: DepositId,
+    },
     // --- admin ---
     AddAsset(Box<AssetSpec>),
     AddMarket(Box<MarketSpec>),
@@ -128,10 +145,13 @@ pub enum CommandKind {
     GrantPermission,
     RevokePermission,
     Tick,
+    DepositCredit,
+    DepositSettle,
+    DepositReverse,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 15] = [
+    pub const ALL: [CommandKind; 18] = [
         CommandKind::PlaceOrder,
         CommandKind::CancelOrder,
         CommandKind::CancelAll,
@@ -147,6 +167,9 @@ impl CommandKind {
         CommandKind::GrantPermission,
         CommandKind::RevokePermission,
         CommandKind::Tick,
+        CommandKind::DepositCredit,
+        CommandKind::DepositSettle,
+        CommandKind::DepositReverse,
     ];
 }
 
@@ -161,6 +184,9 @@ impl Command {
             Command::WithdrawHold { .. } => CommandKind::WithdrawHold,
             Command::WithdrawRelease { .. } => CommandKind::WithdrawRelease,
             Command::WithdrawFinalize { .. } => CommandKind::WithdrawFinalize,
+            Command::DepositCredit { .. } => CommandKind::DepositCredit,
+            Command::DepositSettle { .. } => CommandKind::DepositSettle,
+            Command::DepositReverse { .. } => CommandKind::DepositReverse,
             Command::AddAsset(_) => CommandKind::AddAsset,
             Command::AddMarket(_) => CommandKind::AddMarket,
             Command::SetMarketStatus { .. } => CommandKind::SetMarketStatus,
@@ -201,6 +227,14 @@ mod json_tests {
                 asset: 1,
                 amount: 10,
             },
+            Command::DepositCredit {
+                deposit: 9,
+                account: 2,
+                asset: 1,
+                amount: 10,
+            },
+            Command::DepositSettle { deposit: 9 },
+            Command::DepositReverse { deposit: 9 },
             Command::Tick,
         ];
         for c in cmds {
@@ -213,5 +247,21 @@ mod json_tests {
             Command::Deposit { .. }
         ));
         assert!(serde_json::from_str::<Command>(r#"{"Deposit":{"account":2}}"#).is_err());
+        // The forms docs/api.md shows for the operator endpoint.
+        let j = r#"{"DepositCredit":{"deposit":7,"account":2,"asset":1,"amount":10}}"#;
+        assert_eq!(
+            serde_json::from_str::<Command>(j).unwrap(),
+            Command::DepositCredit {
+                deposit: 7,
+                account: 2,
+                asset: 1,
+                amount: 10
+            }
+        );
+        let j = r#"{"DepositReverse":{"deposit":7}}"#;
+        assert_eq!(
+            serde_json::from_str::<Command>(j).unwrap(),
+            Command::DepositReverse { deposit: 7 }
+        );
     }
 }

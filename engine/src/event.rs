@@ -2,8 +2,8 @@
 
 use crate::spec::SpecError;
 use crate::types::{
-    AccountId, AssetId, ClientOrderId, MarketId, OrderId, OrderType, Quantity, Side, StpMode,
-    TimeInForce, TradeId, WithdrawalId,
+    AccountId, AssetId, ClientOrderId, DepositId, MarketId, OrderId, OrderType, Quantity, Side,
+    StpMode, TimeInForce, TradeId, WithdrawalId,
 };
 
 /// Why a command was refused. A refused command changes nothing.
@@ -53,6 +53,12 @@ pub enum RejectReason {
     BalanceOverflow,
     UnknownWithdrawal,
     DuplicateWithdrawal,
+    /// No pending deposit with this id (never credited, or already settled or reversed).
+    UnknownDeposit,
+    /// A deposit with this id is pending: the credit was already applied.
+    DuplicateDeposit,
+    /// The account owes a deficit: no withdrawal and no new or raised buy until it is covered.
+    AccountFrozen,
     InvalidSpec(SpecError),
     /// A zero amount or an out-of-range permission bit.
     InvalidAmount,
@@ -75,6 +81,9 @@ pub enum CancelReason {
     Expired,
     /// `SetMarketStatus { cancel_open: true }`.
     Halted,
+    /// `DepositReverse`: the order held the reversed asset, and the account's free balance
+    /// did not cover the reversal.
+    DepositReversed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -190,6 +199,33 @@ pub enum Event {
     },
     WithdrawalFinalized {
         withdrawal: WithdrawalId,
+    },
+    /// A `DepositCredit` was applied; its `BalanceChanged` follows.
+    DepositCredited {
+        deposit: DepositId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    },
+    DepositSettled {
+        deposit: DepositId,
+    },
+    /// A `DepositReverse`: `debited` of `amount` is taken from the account's free balance,
+    /// after the cancels that follow this event (reason `DepositReversed`) released their
+    /// holds; the rest, `amount - debited`, is added to the account's deficit.
+    DepositReversed {
+        deposit: DepositId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+        debited: u64,
+    },
+    /// The account's deficit in the asset is now `deficit` (0: covered). While any deficit
+    /// of an account is above 0, the account is frozen.
+    DeficitChanged {
+        account: AccountId,
+        asset: AssetId,
+        deficit: u64,
     },
 }
 

@@ -8,9 +8,11 @@
 //!   the best level is O(1), removing it is a pop, and new levels near the top shift little.
 //! - Orders of a level form an intrusive doubly-linked FIFO: O(1) cancel by id.
 //! - Balances are two dense `u64` arrays indexed by `account * max_assets + asset`.
+//! - Deficits (what a reversed deposit could not take back) are sparse, in an ordered map
+//!   that is empty unless a reorg hit an account that had spent the deposit.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use crate::command::{Command, OrderRef, PlaceOrder, Sequenced};
 use crate::event::{CancelReason, Event, EventSink, RejectReason};
@@ -193,6 +195,14 @@ struct Withdrawal {
     amount: u64,
 }
 
+/// A deposit credited and not yet settled or reversed.
+#[derive(Clone, Copy)]
+struct PendingDeposit {
+    account: AccountId,
+    asset: AssetId,
+    amount: u64,
+}
+
 pub struct Exchange {
     cfg: EngineConfig,
     /// During a taker command: the ledger cells (taker base, taker quote, fee account base,
@@ -222,6 +232,11 @@ pub struct Exchange {
     gtd: BinaryHeap<Reverse<(u64, OrderId)>>,
     gtd_live: u32,
     withdrawals: HashMap<WithdrawalId, Withdrawal>,
+    deposits: HashMap<DepositId, PendingDeposit>,
+    /// (account, asset) → deficit, only entries above 0. Ordered, so snapshots and the hash
+    /// walk it as it is, and an account's entries are one range. While it is empty (always,
+    /// but after a reorg that found the money spent) the freeze checks cost one load.
+    deficits: BTreeMap<(AccountId, AssetId), u64>,
     next_order_id: OrderId,
     next_trade_id: TradeId,
     resting: u32,
@@ -285,6 +300,8 @@ impl Exchange {
             gtd: BinaryHeap::with_capacity(c.max_gtd_orders as usize),
             gtd_live: 0,
             withdrawals: HashMap::with_capacity(2 * c.max_pending_withdrawals as usize),
+            deposits: HashMap::with_capacity(2 * c.max_pending_deposits as usize),
+            deficits: BTreeMap::new(),
             next_order_id: 1,
             next_trade_id: 1,
             resting: 0,
@@ -361,6 +378,14 @@ impl Exchange {
             } => self.withdraw_hold(*account, *asset, *amount, *withdrawal, out),
             Command::WithdrawRelease { withdrawal } => self.withdraw_end(*withdrawal, false, out),
             Command::WithdrawFinalize { withdrawal } => self.withdraw_end(*withdrawal, true, out),
+            Command::DepositCredit {
+                deposit,
+                account,
+                asset,
+                amount,
+            } => self.deposit_credit(*deposit, *account, *asset, *amount, out),
+            Command::DepositSettle { deposit } => self.deposit_settle(*deposit, out),
+            Command::DepositReverse { deposit } => self.deposit_reverse(*deposit, out),
             Command::AddAsset(spec) => self.add_asset(spec, out),
             Command::AddMarket(spec) => self.add_market(spec, out),
             Command::SetMarketStatus {
@@ -426,6 +451,24 @@ impl Exchange {
             free: self.free[c],
             locked: self.locked[c],
         });
+    }
+
+    /// The account's deficit in the asset (0 = none).
+    #[inline]
+    fn owed(&self, account: AccountId, asset: AssetId) -> u64 {
+        if self.deficits.is_empty() {
+            return 0;
+        }
+        self.deficits.get(&(account, asset)).copied().unwrap_or(0)
+    }
+
+    /// Frozen = some deficit above 0. Callers test `deficits.is_empty()` first, inline, so
+    /// that the order path pays one load while nobody owes anything.
+    fn frozen(&self, account: AccountId) -> bool {
+        self.deficits
+            .range((account, 0)..=(account, AssetId::MAX))
+            .next()
+            .is_some()
     }
 
     #[inline]
@@ -590,18 +633,25 @@ impl Exchange {
         self.free_order = slot;
     }
 
-    /// Releases the lock of an order's remaining lots; returns the released asset.
-    fn release_lock(&mut self, m: usize, slot: u32) -> AssetId {
-        let o = self.orders[slot as usize];
-        let mk = &self.markets[m];
+    /// What a resting order's remaining lots lock: (asset, amount).
+    #[inline]
+    fn order_lock(&self, slot: u32) -> (AssetId, u64) {
+        let o = &self.orders[slot as usize];
+        let mk = &self.markets[o.market as usize];
         let price = self.levels[o.level as usize].price;
-        let (asset, amount) = match o.side() {
+        match o.side() {
             Side::Buy => (
                 mk.spec.quote,
                 (price as u128 * o.remaining as u128 * mk.per as u128) as u64,
             ),
             Side::Sell => (mk.spec.base, o.remaining * mk.spec.lot_size),
-        };
+        }
+    }
+
+    /// Releases the lock of an order's remaining lots; returns the released asset.
+    fn release_lock(&mut self, slot: u32) -> AssetId {
+        let o = self.orders[slot as usize];
+        let (asset, amount) = self.order_lock(slot);
         let c = self.cell(o.account, asset);
         self.locked[c] -= amount;
         self.free[c] += amount;
@@ -626,7 +676,7 @@ impl Exchange {
             remaining: o.remaining,
             reason,
         });
-        let asset = self.release_lock(m, slot);
+        let asset = self.release_lock(slot);
         self.unlink(slot);
         if !in_match {
             let side = o.side();
@@ -774,6 +824,9 @@ impl Exchange {
             if self.permissions[p.account as usize] & (1u64 << perm) == 0 {
                 return Err(NotPermitted);
             }
+        }
+        if p.side == Side::Buy && !self.deficits.is_empty() && self.frozen(p.account) {
+            return Err(AccountFrozen);
         }
         let s = &mk.spec;
         let is_limit = p.order_type != OrderType::Market;
@@ -1487,6 +1540,13 @@ impl Exchange {
             return;
         }
         // Cancel-replace.
+        if side == Side::Buy
+            && (new_qty > o.qty || new_price_v > price)
+            && !self.deficits.is_empty()
+            && self.frozen(account)
+        {
+            return reject(RejectReason::AccountFrozen, out);
+        }
         let new_rem = new_qty - filled;
         let (old_need, new_need, asset) = {
             let mk = &self.markets[m];
@@ -1610,18 +1670,206 @@ impl Exchange {
         } else if amount == 0 {
             Err(InvalidAmount)
         } else {
-            self.supply[asset as usize]
-                .checked_add(amount)
-                .ok_or(BalanceOverflow)
+            self.check_supply(account, asset, amount)
         };
         match r {
             Err(reason) => out.push(Event::CommandRejected { reason }),
-            Ok(supply) => {
-                self.supply[asset as usize] = supply;
-                let c = self.cell(account, asset);
-                self.free[c] += amount;
-                self.touch_account(account);
-                self.emit_balance(account, asset, out);
+            Ok(()) => self.credit(account, asset, amount, out),
+        }
+    }
+
+    /// A credit of `amount` covers the account's deficit first; the rest must keep the
+    /// asset's supply within `u64`.
+    fn check_supply(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(), RejectReason> {
+        let rest = amount - self.owed(account, asset).min(amount);
+        match self.supply[asset as usize].checked_add(rest) {
+            Some(_) => Ok(()),
+            None => Err(RejectReason::BalanceOverflow),
+        }
+    }
+
+    /// Credits a checked amount: the deficit first (that part pays what the account owes
+    /// and reaches neither its balance nor the supply), the rest to free.
+    fn credit<S: EventSink>(
+        &mut self,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+        out: &mut S,
+    ) {
+        let owed = self.owed(account, asset);
+        let covered = owed.min(amount);
+        let rest = amount - covered;
+        self.supply[asset as usize] += rest;
+        let c = self.cell(account, asset);
+        self.free[c] += rest;
+        self.touch_account(account);
+        self.emit_balance(account, asset, out);
+        if covered > 0 {
+            self.set_deficit(account, asset, owed - covered, out);
+        }
+    }
+
+    fn set_deficit<S: EventSink>(
+        &mut self,
+        account: AccountId,
+        asset: AssetId,
+        deficit: u64,
+        out: &mut S,
+    ) {
+        if deficit == 0 {
+            self.deficits.remove(&(account, asset));
+        } else {
+            // Deficits arise from reorgs only: the rare insert may allocate a tree node.
+            self.deficits.insert((account, asset), deficit);
+        }
+        out.push(Event::DeficitChanged {
+            account,
+            asset,
+            deficit,
+        });
+    }
+
+    fn deposit_credit<S: EventSink>(
+        &mut self,
+        deposit: DepositId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+        out: &mut S,
+    ) {
+        use RejectReason::*;
+        let r = if account >= self.cfg.max_accounts {
+            Err(UnknownAccount)
+        } else if asset as usize >= self.assets.len() {
+            Err(UnknownAsset)
+        } else if amount == 0 {
+            Err(InvalidAmount)
+        } else if self.deposits.contains_key(&deposit) {
+            Err(DuplicateDeposit)
+        } else if self.deposits.len() >= self.cfg.max_pending_deposits as usize {
+            Err(CapacityExceeded)
+        } else {
+            self.check_supply(account, asset, amount)
+        };
+        if let Err(reason) = r {
+            return out.push(Event::CommandRejected { reason });
+        }
+        self.deposits.insert(
+            deposit,
+            PendingDeposit {
+                account,
+                asset,
+                amount,
+            },
+        );
+        out.push(Event::DepositCredited {
+            deposit,
+            account,
+            asset,
+            amount,
+        });
+        self.credit(account, asset, amount, out);
+    }
+
+    fn deposit_settle<S: EventSink>(&mut self, deposit: DepositId, out: &mut S) {
+        match self.deposits.remove(&deposit) {
+            Some(_) => out.push(Event::DepositSettled { deposit }),
+            None => out.push(Event::CommandRejected {
+                reason: RejectReason::UnknownDeposit,
+            }),
+        }
+    }
+
+    /// Takes a reversed deposit back: from free; if free is short, from the holds of the
+    /// account's open orders in the asset, cancelled in ascending order id until what they
+    /// release covers the shortfall; what is still missing becomes a deficit. Everything is
+    /// decided before anything changes, so a refusal (`BalanceOverflow` of the deficit)
+    /// leaves the state alone.
+    fn deposit_reverse<S: EventSink>(&mut self, deposit: DepositId, out: &mut S) {
+        let Some(&d) = self.deposits.get(&deposit) else {
+            return out.push(Event::CommandRejected {
+                reason: RejectReason::UnknownDeposit,
+            });
+        };
+        let (account, asset, amount) = (d.account, d.asset, d.amount);
+        let c = self.cell(account, asset);
+        let mut available = self.free[c];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        if available < amount {
+            self.orders_holding(account, asset, &mut scratch);
+            scratch.sort_unstable_by_key(|&s| self.orders[s as usize].id);
+            let mut needed = 0;
+            for &slot in scratch.iter() {
+                if available >= amount {
+                    break;
+                }
+                // Locks of one account in one asset sum to at most the supply: no overflow.
+                available += self.order_lock(slot).1;
+                needed += 1;
+            }
+            scratch.truncate(needed);
+        }
+        let debited = available.min(amount);
+        let missing = amount - debited;
+        let owed = self.owed(account, asset);
+        if missing > 0 && owed.checked_add(missing).is_none() {
+            self.scratch = scratch;
+            return out.push(Event::CommandRejected {
+                reason: RejectReason::BalanceOverflow,
+            });
+        }
+        self.deposits.remove(&deposit);
+        out.push(Event::DepositReversed {
+            deposit,
+            account,
+            asset,
+            amount,
+            debited,
+        });
+        for &slot in scratch.iter() {
+            let m = self.orders[slot as usize].market as usize;
+            self.cancel_resting(m, slot, CancelReason::DepositReversed, false, out);
+        }
+        self.scratch = scratch;
+        self.free[c] -= debited;
+        self.supply[asset as usize] -= debited;
+        self.emit_balance(account, asset, out);
+        if missing > 0 {
+            self.set_deficit(account, asset, owed + missing, out);
+        }
+    }
+
+    /// Slots of the account's open orders whose hold is in `asset`: its sells in markets
+    /// of that base, its buys in markets of that quote, in any market status. A reorg is
+    /// rare: pushing past the scratch capacity may allocate here.
+    fn orders_holding(&self, account: AccountId, asset: AssetId, slots: &mut Vec<u32>) {
+        for (m, mk) in self.markets.iter().enumerate() {
+            let side = if mk.spec.base == asset {
+                Side::Sell
+            } else if mk.spec.quote == asset {
+                Side::Buy
+            } else {
+                continue;
+            };
+            if self.open_counts[account as usize * self.cfg.max_markets as usize + m] == 0 {
+                continue;
+            }
+            for &(_, lvl) in mk.side(side).iter() {
+                let mut cur = self.levels[lvl as usize].head;
+                while cur != NIL {
+                    let o = &self.orders[cur as usize];
+                    if o.account == account {
+                        slots.push(cur);
+                    }
+                    cur = o.next;
+                }
             }
         }
     }
@@ -1641,6 +1889,8 @@ impl Exchange {
             Err(UnknownAsset)
         } else if amount == 0 {
             Err(InvalidAmount)
+        } else if !self.deficits.is_empty() && self.frozen(account) {
+            Err(AccountFrozen)
         } else if self.withdrawals.contains_key(&withdrawal) {
             Err(DuplicateWithdrawal)
         } else if self.withdrawals.len() >= self.cfg.max_pending_withdrawals as usize {
@@ -1845,7 +2095,27 @@ impl Exchange {
         self.snapshot(account, asset)
     }
 
-    /// Deposits minus finalized withdrawals.
+    /// The account's deficit in the asset: what reversed deposits could not take back and
+    /// no credit has covered yet (0 = none).
+    pub fn deficit(&self, account: AccountId, asset: AssetId) -> u64 {
+        self.owed(account, asset)
+    }
+
+    /// Whether the account owes a deficit in any asset: then it may not withdraw, place a
+    /// buy, or raise a buy's quantity or price.
+    pub fn is_frozen(&self, account: AccountId) -> bool {
+        !self.deficits.is_empty() && self.frozen(account)
+    }
+
+    /// A pending (credited, not yet settled or reversed) deposit: (account, asset, amount).
+    pub fn pending_deposit(&self, deposit: DepositId) -> Option<(AccountId, AssetId, u64)> {
+        self.deposits
+            .get(&deposit)
+            .map(|d| (d.account, d.asset, d.amount))
+    }
+
+    /// Credits minus finalized withdrawals minus what reversals took back: the sum of every
+    /// account's free and locked balance of the asset.
     pub fn supply(&self, asset: AssetId) -> u64 {
         self.supply.get(asset as usize).copied().unwrap_or(0)
     }
@@ -2095,6 +2365,27 @@ impl Exchange {
             h.u64(x.asset as u64);
             h.u64(x.amount);
         }
+        // Empty in most states, these add nothing then, so hashes of states without them
+        // are what they were before they existed; a tag sets each apart from what precedes.
+        if !self.deposits.is_empty() {
+            h.u64(u64::from_le_bytes(*b"deposits"));
+            let mut d: Vec<_> = self.deposits.iter().collect();
+            d.sort_unstable_by_key(|(id, _)| **id);
+            for (id, x) in d {
+                h.u64(*id);
+                h.u64(x.account as u64);
+                h.u64(x.asset as u64);
+                h.u64(x.amount);
+            }
+        }
+        if !self.deficits.is_empty() {
+            h.u64(u64::from_le_bytes(*b"deficits"));
+            for (&(account, asset), &deficit) in &self.deficits {
+                h.u64(account as u64);
+                h.u64(asset as u64);
+                h.u64(deficit);
+            }
+        }
         h.finish()
     }
 
@@ -2196,6 +2487,23 @@ impl Exchange {
         }
         for w in self.withdrawals.values() {
             *need.entry((w.account, w.asset)).or_default() += w.amount as u128;
+        }
+        if self.deposits.len() > self.cfg.max_pending_deposits as usize {
+            return Err(format!("{} pending deposits", self.deposits.len()));
+        }
+        for (id, d) in &self.deposits {
+            if d.account >= self.cfg.max_accounts || d.asset as usize >= na || d.amount == 0 {
+                return Err(format!(
+                    "deposit {id}: unknown account or asset, or zero amount"
+                ));
+            }
+        }
+        for (&(account, asset), &deficit) in &self.deficits {
+            if account >= self.cfg.max_accounts || asset as usize >= na || deficit == 0 {
+                return Err(format!(
+                    "deficit of account {account} asset {asset}: unknown, or zero"
+                ));
+            }
         }
         let mut sums = vec![0u128; na];
         for account in 0..self

@@ -190,6 +190,8 @@ pub struct EngineConfig {
     pub max_gtd_orders: u32,
     /// Withdrawals held at once.
     pub max_pending_withdrawals: u32,
+    /// Deposits credited and not yet settled or reversed, at once.
+    pub max_pending_deposits: u32,
     /// Receives every fee; an ordinary account otherwise.
     pub fee_account: crate::types::AccountId,
 }
@@ -205,6 +207,7 @@ impl Default for EngineConfig {
             max_levels_per_side: 1 << 16,
             max_gtd_orders: 1 << 16,
             max_pending_withdrawals: 1 << 16,
+            max_pending_deposits: 1 << 16,
             fee_account: 0,
         }
     }

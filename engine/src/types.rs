@@ -14,6 +14,9 @@ pub type OrderId = u64;
 pub type TradeId = u64;
 /// A pending withdrawal, chosen by the caller (custody or settlement); unique while pending.
 pub type WithdrawalId = u64;
+/// An on-chain deposit credited before it is final, chosen by the caller (custody); unique
+/// while pending, so a replayed credit is refused instead of paid twice.
+pub type DepositId = u64;
 /// A permission bit (0..64) an account may carry; RWA markets may require one.
 pub type PermissionId = u8;
 

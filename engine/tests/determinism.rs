@@ -48,6 +48,7 @@ fn config() -> EngineConfig {
         max_levels_per_side: 64,
         max_gtd_orders: 20_000,
         max_pending_withdrawals: 64,
+        max_pending_deposits: 64,
         fee_account: 0,
     }
 }

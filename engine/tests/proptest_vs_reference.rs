@@ -208,6 +208,7 @@ fn small_config() -> EngineConfig {
         max_levels_per_side: 4,
         max_gtd_orders: 3,
         max_pending_withdrawals: 2,
+        max_pending_deposits: 3,
         fee_account: 0,
     }
 }
@@ -223,6 +224,7 @@ fn roomy_config() -> EngineConfig {
         max_levels_per_side: 1_024,
         max_gtd_orders: 1_024,
         max_pending_withdrawals: 64,
+        max_pending_deposits: 64,
         fee_account: 0,
     }
 }

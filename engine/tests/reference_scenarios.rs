@@ -139,6 +139,7 @@ fn small_config() -> EngineConfig {
         max_levels_per_side: 16,
         max_gtd_orders: 8,
         max_pending_withdrawals: 2,
+        max_pending_deposits: 2,
         fee_account: 0,
     }
 }

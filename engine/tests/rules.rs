@@ -49,6 +49,7 @@ fn cfg() -> EngineConfig {
         max_levels_per_side: 64,
         max_gtd_orders: 64,
         max_pending_withdrawals: 16,
+        max_pending_deposits: 16,
         fee_account: FEE,
     }
 }
@@ -2561,6 +2562,434 @@ fn supply_past_u64_max_is_balance_overflow() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Deposits from the chain: credit, settle, reverse; deficits and the freeze
+// ---------------------------------------------------------------------------------------
+
+fn credit(deposit: DepositId, account: AccountId, asset: AssetId, amount: u64) -> Command {
+    Command::DepositCredit {
+        deposit,
+        account,
+        asset,
+        amount,
+    }
+}
+
+fn settle(deposit: DepositId) -> Command {
+    Command::DepositSettle { deposit }
+}
+
+fn reverse(deposit: DepositId) -> Command {
+    Command::DepositReverse { deposit }
+}
+
+fn hold(account: AccountId, asset: AssetId, amount: u64, withdrawal: WithdrawalId) -> Command {
+    Command::WithdrawHold {
+        account,
+        asset,
+        amount,
+        withdrawal,
+    }
+}
+
+fn credited(deposit: DepositId, account: AccountId, asset: AssetId, amount: u64) -> Event {
+    Event::DepositCredited {
+        deposit,
+        account,
+        asset,
+        amount,
+    }
+}
+
+fn reversed(
+    deposit: DepositId,
+    account: AccountId,
+    asset: AssetId,
+    amount: u64,
+    debited: u64,
+) -> Event {
+    Event::DepositReversed {
+        deposit,
+        account,
+        asset,
+        amount,
+        debited,
+    }
+}
+
+fn deficit(account: AccountId, asset: AssetId, deficit: u64) -> Event {
+    Event::DeficitChanged {
+        account,
+        asset,
+        deficit,
+    }
+}
+
+/// Gives `account` a deficit of `amount` in `asset`: a deposit credited (id 900), every
+/// free unit of the asset withdrawn, the deposit reversed. The account must owe nothing
+/// yet and have no open order holding the asset.
+fn owe(h: &mut Harness, account: AccountId, asset: AssetId, amount: u64) {
+    assert!(!h.ex.is_frozen(account));
+    h.run(credit(900, account, asset, amount));
+    let free = h.bal(account, asset).0;
+    h.run(hold(account, asset, free, 900));
+    h.run(Command::WithdrawFinalize { withdrawal: 900 });
+    let ev = h.run(reverse(900));
+    assert_eq!(
+        ev,
+        vec![
+            reversed(900, account, asset, amount, 0),
+            bal(account, asset, 0, h.bal(account, asset).1),
+            deficit(account, asset, amount),
+        ]
+    );
+    assert!(h.ex.is_frozen(account));
+}
+
+#[test]
+fn deposit_credit_credits_and_remembers_the_deposit() {
+    let mut h = bare(cfg());
+    assert_eq!(h.ex.pending_deposit(7), None);
+    assert_eq!(
+        h.run(credit(7, A, BASE, 1_000)),
+        vec![credited(7, A, BASE, 1_000), bal(A, BASE, 1_000, 0)]
+    );
+    assert_eq!(h.ex.supply(BASE), 1_000);
+    assert_eq!(h.ex.pending_deposit(7), Some((A, BASE, 1_000)));
+    // Credited money is free money: it can be traded and withdrawn before it settles.
+    assert_eq!(h.run(hold(A, BASE, 1_000, 1))[1], bal(A, BASE, 0, 1_000));
+    assert!(!h.ex.is_frozen(A));
+}
+
+#[test]
+fn deposit_credit_checks_in_order() {
+    use RejectReason::*;
+    let mut h = bare(EngineConfig {
+        max_pending_deposits: 2,
+        ..cfg()
+    });
+    assert_eq!(h.reject(credit(1, NO_ACCOUNT, 9, 0)), UnknownAccount);
+    assert_eq!(h.reject(credit(1, A, 9, 0)), UnknownAsset);
+    assert_eq!(h.reject(credit(1, A, BASE, 0)), InvalidAmount);
+    h.run(credit(1, A, BASE, 10));
+    // A pending id is refused for any account and asset, before the capacity.
+    assert_eq!(h.reject(credit(1, B, QUOTE, 20)), DuplicateDeposit);
+    h.run(credit(2, A, BASE, u64::MAX - 20));
+    assert_eq!(h.reject(credit(1, B, QUOTE, 20)), DuplicateDeposit);
+    assert_eq!(h.reject(credit(3, B, BASE, 20)), CapacityExceeded);
+    h.run(settle(1));
+    // Room again; the supply is checked last.
+    assert_eq!(h.reject(credit(3, B, BASE, 11)), BalanceOverflow);
+    h.run(credit(3, B, BASE, 10));
+    assert_eq!(h.ex.supply(BASE), u64::MAX);
+    // Settled: the id may be credited again (custody never reuses one, but the engine
+    // only guards the pending ones).
+    h.run(settle(3));
+    assert_eq!(h.ex.pending_deposit(1), None);
+    assert_eq!(
+        h.run(credit(1, B, QUOTE, 5)),
+        vec![credited(1, B, QUOTE, 5), bal(B, QUOTE, 5, 0)]
+    );
+}
+
+#[test]
+fn deposit_settle_forgets_the_deposit_and_moves_no_money() {
+    let mut h = bare(cfg());
+    h.run(credit(7, A, BASE, 1_000));
+    assert_eq!(h.run(settle(7)), vec![Event::DepositSettled { deposit: 7 }]);
+    assert_eq!(h.ex.pending_deposit(7), None);
+    assert_eq!(h.bal(A, BASE), (1_000, 0));
+    assert_eq!(h.ex.supply(BASE), 1_000);
+    assert_eq!(h.reject(settle(7)), RejectReason::UnknownDeposit);
+    assert_eq!(h.reject(reverse(7)), RejectReason::UnknownDeposit);
+    assert_eq!(h.reject(reverse(8)), RejectReason::UnknownDeposit);
+    // A plain Deposit is no pending deposit.
+    h.deposit(A, BASE, 5);
+    assert_eq!(h.reject(settle(0)), RejectReason::UnknownDeposit);
+}
+
+#[test]
+fn deposit_reverse_takes_from_free_when_free_is_enough() {
+    let mut h = setup();
+    h.run(credit(7, A, BASE, 1_000));
+    let o = h.order(limit(A, Sell, 200, 10));
+    let free = DB + 1_000 - b(10);
+    assert_eq!(
+        h.run(reverse(7)),
+        vec![
+            reversed(7, A, BASE, 1_000, 1_000),
+            bal(A, BASE, free - 1_000, b(10))
+        ]
+    );
+    assert_eq!(h.ex.supply(BASE), 3 * DB);
+    assert_eq!(h.ex.pending_deposit(7), None);
+    assert!(h.ex.order(o).is_some());
+    assert!(!h.ex.is_frozen(A));
+    assert_eq!(h.reject(reverse(7)), RejectReason::UnknownDeposit);
+}
+
+#[test]
+fn deposit_reverse_cancels_orders_holding_the_asset_oldest_first_until_enough() {
+    let mut h = setup();
+    let m2 = h.add_market(spec("BTCUSD2"));
+    h.run(credit(7, A, QUOTE, 2_000_000));
+    let o1 = h.order(limit_in(m2, A, Buy, 100, 1_000)); // holds 1_000_000 quote
+    let o2 = h.order(limit(A, Sell, 200, 10)); // holds base: never touched
+    let o3 = h.order(limit(A, Buy, 90, 6_000)); // 5_400_000
+    let o4 = h.order(limit_in(m2, A, Buy, 80, 6_000)); // 4_800_000
+    let o5 = h.order(limit(B, Buy, 90, 1)); // B's, behind o3 in its level
+    let locked = q(100, 1_000) + q(90, 6_000) + q(80, 6_000);
+    let free = DQ + 2_000_000 - locked;
+    assert_eq!((h.bal(A, QUOTE), free), ((free, locked), 800_000));
+    // Free (800_000) is short of 2_000_000: o1 (id order, across markets) releases
+    // 1_000_000, still short; o3 releases 5_400_000, enough. o4 stays.
+    assert_eq!(
+        h.run(reverse(7)),
+        vec![
+            reversed(7, A, QUOTE, 2_000_000, 2_000_000),
+            cancelled_in(m2, o1, A, 1_000, CancelReason::DepositReversed),
+            level_in(m2, Buy, 100, 0, 0, 3),
+            bal(A, QUOTE, 1_800_000, locked - q(100, 1_000)),
+            cancelled(o3, A, 6_000, CancelReason::DepositReversed),
+            level(Buy, 90, 1, 1, 4),
+            bal(A, QUOTE, 7_200_000, q(80, 6_000)),
+            bal(A, QUOTE, 5_200_000, q(80, 6_000)),
+        ]
+    );
+    for (id, open) in [(o1, false), (o2, true), (o3, false), (o4, true), (o5, true)] {
+        assert_eq!(h.ex.order(id).is_some(), open, "order {id}");
+    }
+    assert_eq!(h.ex.supply(QUOTE), 3 * DQ);
+    assert_eq!(h.ex.deficit(A, QUOTE), 0);
+    assert!(!h.ex.is_frozen(A));
+}
+
+#[test]
+fn deposit_reverse_of_spent_money_leaves_a_deficit_and_never_a_negative_balance() {
+    let mut h = setup();
+    h.run(credit(1, D, BASE, 1_000));
+    let o = h.order(limit(D, Sell, 500, 5)); // holds 500
+    h.run(hold(D, BASE, 300, 1));
+    h.run(Command::WithdrawFinalize { withdrawal: 1 });
+    h.run(hold(D, BASE, 100, 2)); // pending: a withdrawal hold is never taken back
+    assert_eq!(h.bal(D, BASE), (100, 600));
+    assert_eq!(
+        h.run(reverse(1)),
+        vec![
+            reversed(1, D, BASE, 1_000, 600),
+            cancelled(o, D, 5, CancelReason::DepositReversed),
+            level(Sell, 500, 0, 0, 2),
+            bal(D, BASE, 600, 100),
+            bal(D, BASE, 0, 100),
+            deficit(D, BASE, 400),
+        ]
+    );
+    assert_eq!(h.ex.deficit(D, BASE), 400);
+    assert_eq!(h.ex.deficit(D, QUOTE), 0);
+    assert!(h.ex.is_frozen(D) && !h.ex.is_frozen(A));
+    // Supply fell by what was taken, so balances still sum to it; what custody holds for
+    // the asset is the supply minus the deficits: 3 DB credited by plain deposits,
+    // 1_000 - 1_000 by the reversed one, minus the 300 paid out.
+    assert_eq!(h.ex.supply(BASE), 3 * DB + 100);
+    assert_eq!(h.ex.supply(BASE) - h.ex.deficit(D, BASE), 3 * DB - 300);
+    // The pending withdrawal goes on; released, its amount is free again but the deficit
+    // stays: only a credit covers it.
+    assert_eq!(
+        h.run(Command::WithdrawRelease { withdrawal: 2 }),
+        vec![
+            Event::WithdrawalReleased { withdrawal: 2 },
+            bal(D, BASE, 100, 0)
+        ]
+    );
+    assert_eq!(h.ex.deficit(D, BASE), 400);
+    assert_eq!(h.reject(hold(D, BASE, 100, 3)), RejectReason::AccountFrozen);
+}
+
+#[test]
+fn deficits_add_up_and_a_deficit_past_u64_is_balance_overflow() {
+    let mut h = bare(cfg());
+    h.run(credit(1, A, BASE, 100));
+    h.run(credit(2, A, BASE, 50));
+    h.run(hold(A, BASE, 150, 1));
+    h.run(Command::WithdrawFinalize { withdrawal: 1 });
+    assert_eq!(h.run(reverse(1))[2], deficit(A, BASE, 100));
+    assert_eq!(h.run(reverse(2))[2], deficit(A, BASE, 150));
+    assert_eq!(h.ex.deficit(A, BASE), 150);
+    // Two deposits of nearly u64::MAX, each paid out before the reorg takes both back.
+    let mut h = bare(cfg());
+    for id in [1, 2] {
+        h.run(credit(id, A, BASE, u64::MAX - 5));
+        h.run(hold(A, BASE, u64::MAX - 5, id));
+        h.run(Command::WithdrawFinalize { withdrawal: id });
+    }
+    h.run(reverse(1));
+    assert_eq!(h.ex.deficit(A, BASE), u64::MAX - 5);
+    assert_eq!(h.reject(reverse(2)), RejectReason::BalanceOverflow);
+    assert_eq!(h.ex.pending_deposit(2), Some((A, BASE, u64::MAX - 5)));
+}
+
+#[test]
+fn a_frozen_account_may_not_withdraw_buy_or_raise_a_buy_but_may_sell_and_cancel() {
+    let mut h = setup();
+    assert_eq!(
+        h.run(add_asset_cmd("ETH", 2)),
+        vec![Event::AssetAdded { asset: 2 }]
+    );
+    let ethbtc = h.add_market(MarketSpec {
+        base: 2,
+        quote: BASE,
+        ..spec("ETHBTC")
+    });
+    let buy_eth = h.order(limit_in(ethbtc, A, Buy, 100, 5)); // holds BTC
+    let sell = h.order(limit(A, Sell, 200, 10)); // holds BTC
+    owe(&mut h, A, QUOTE, 1_000);
+    use RejectReason::AccountFrozen;
+    // Buys, in any market, of any kind; checked before the order's shape.
+    assert_eq!(h.reject_place(limit(A, Buy, 100, 1)), AccountFrozen);
+    assert_eq!(
+        h.reject_place(limit_in(ethbtc, A, Buy, 100, 1)),
+        AccountFrozen
+    );
+    assert_eq!(
+        h.reject_place(market(A, Buy, Quantity::Quote(100))),
+        AccountFrozen
+    );
+    assert_eq!(
+        h.reject_place(PlaceOrder {
+            price: None,
+            ..limit(A, Buy, 100, 1)
+        }),
+        AccountFrozen
+    );
+    // Withdrawals of any asset.
+    assert_eq!(h.reject(hold(A, BASE, 1, 5)), AccountFrozen);
+    // Sells rest and trade.
+    let sell2 = h.order(limit(A, Sell, 210, 1));
+    h.order(limit(B, Buy, 150, 2));
+    let ev = h.place(market(A, Sell, Quantity::Base(2)));
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Trade { .. })),
+        "{ev:?}"
+    );
+    // The proceeds are free quote, but they do not cover the deficit.
+    assert_eq!(h.bal(A, QUOTE), (q(150, 2), 0));
+    assert_eq!(h.ex.deficit(A, QUOTE), 1_000);
+    // Cancels, and amends that do not raise a buy.
+    assert_eq!(
+        h.run(cancel(A, sell2))[0],
+        cancelled(sell2, A, 1, CancelReason::User)
+    );
+    assert_eq!(
+        h.run(amend(A, sell, 20, Some(220)))[0],
+        amended(sell, A, 220, 20, 20, false)
+    );
+    let amend_eth = |qty, price| Command::AmendOrder {
+        account: A,
+        market: ethbtc,
+        target: OrderRef::Id(buy_eth),
+        new_qty: qty,
+        new_price: price,
+    };
+    let rej = cancel_rej(A, ethbtc, AccountFrozen);
+    assert_eq!(h.run(amend_eth(6, None)), vec![rej]);
+    assert_eq!(h.run(amend_eth(5, Some(101))), vec![rej]);
+    assert_eq!(h.run(amend_eth(4, Some(101))), vec![rej]);
+    assert!(matches!(
+        h.run(amend_eth(4, None))[0],
+        Event::OrderAmended {
+            priority_kept: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        h.run(amend_eth(4, Some(90)))[0],
+        Event::OrderAmended {
+            priority_kept: false,
+            ..
+        }
+    ));
+    // Others are not frozen.
+    assert!(!h.ex.is_frozen(B));
+    h.order(limit(B, Buy, 100, 1));
+}
+
+#[test]
+fn a_credit_covers_the_deficit_first_and_the_last_of_it_unfreezes() {
+    let mut h = setup();
+    owe(&mut h, A, QUOTE, 1_000);
+    let supply = h.ex.supply(QUOTE);
+    // A plain deposit: all of it pays the deficit; the balance and the supply stay.
+    assert_eq!(
+        h.run(Command::Deposit {
+            account: A,
+            asset: QUOTE,
+            amount: 400
+        }),
+        vec![bal(A, QUOTE, 0, 0), deficit(A, QUOTE, 600)]
+    );
+    assert_eq!(h.ex.supply(QUOTE), supply);
+    assert!(h.ex.is_frozen(A));
+    // A deposit into another asset covers nothing.
+    h.deposit(A, BASE, 7);
+    assert_eq!(h.ex.deficit(A, QUOTE), 600);
+    // A chain credit: 600 to the deficit, 400 to free and to the supply.
+    assert_eq!(
+        h.run(credit(3, A, QUOTE, 1_000)),
+        vec![
+            credited(3, A, QUOTE, 1_000),
+            bal(A, QUOTE, 400, 0),
+            deficit(A, QUOTE, 0)
+        ]
+    );
+    assert_eq!(h.ex.supply(QUOTE), supply + 400);
+    assert!(!h.ex.is_frozen(A));
+    assert_eq!(h.ex.deficit(A, QUOTE), 0);
+    h.order(limit(A, Buy, 10, 1));
+    h.run(hold(A, QUOTE, 1, 1));
+    assert_eq!(h.bal(A, QUOTE), (299, q(10, 1) + 1));
+    // Reversing that credit now takes back what the account has (the order's hold too,
+    // not the withdrawal's) and owes the rest again.
+    assert_eq!(
+        h.run(reverse(3)),
+        vec![
+            reversed(3, A, QUOTE, 1_000, 399),
+            cancelled(1, A, 1, CancelReason::DepositReversed),
+            level(Buy, 10, 0, 0, 2),
+            bal(A, QUOTE, 399, 1),
+            bal(A, QUOTE, 0, 1),
+            deficit(A, QUOTE, 601),
+        ]
+    );
+}
+
+#[test]
+fn a_credit_that_only_pays_a_deficit_is_no_balance_overflow() {
+    let mut h = bare(cfg());
+    owe(&mut h, A, BASE, 100);
+    assert_eq!(h.ex.supply(BASE), 0);
+    h.deposit(B, BASE, u64::MAX);
+    assert_eq!(
+        h.run(Command::Deposit {
+            account: A,
+            asset: BASE,
+            amount: 60
+        }),
+        vec![bal(A, BASE, 0, 0), deficit(A, BASE, 40)]
+    );
+    assert_eq!(
+        h.reject(credit(1, A, BASE, 41)),
+        RejectReason::BalanceOverflow
+    );
+    assert_eq!(
+        h.run(credit(1, A, BASE, 40)),
+        vec![
+            credited(1, A, BASE, 40),
+            bal(A, BASE, 0, 0),
+            deficit(A, BASE, 0)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Cancel
 // ---------------------------------------------------------------------------------------
 
@@ -3326,7 +3755,7 @@ fn insufficient_balance_per_order_kind() {
 // Every reject reason
 // ---------------------------------------------------------------------------------------
 
-const REASON_COUNT: usize = 37;
+const REASON_COUNT: usize = 40;
 
 const ALL_REASONS: [RejectReason; REASON_COUNT] = {
     use RejectReason::*;
@@ -3356,6 +3785,9 @@ const ALL_REASONS: [RejectReason; REASON_COUNT] = {
         BalanceOverflow,
         UnknownWithdrawal,
         DuplicateWithdrawal,
+        UnknownDeposit,
+        DuplicateDeposit,
+        AccountFrozen,
         InvalidAmount,
         InvalidSpec(S::BadSymbol),
         InvalidSpec(S::DuplicateSymbol),
@@ -3477,6 +3909,15 @@ fn reach(reason: RejectReason) -> Vec<Event> {
             h.run(hold.clone());
             h.run(hold)
         }
+        UnknownDeposit => h.run(Command::DepositSettle { deposit: 1 }),
+        DuplicateDeposit => {
+            h.run(credit(1, A, BASE, 10));
+            h.run(credit(1, B, QUOTE, 20))
+        }
+        AccountFrozen => {
+            owe(&mut h, A, BASE, 1);
+            h.place(limit(A, Buy, 100, 1))
+        }
         InvalidAmount => h.run(Command::Deposit {
             account: A,
             asset: BASE,
@@ -3532,19 +3973,22 @@ fn reason_index(reason: RejectReason) -> usize {
         BalanceOverflow => 21,
         UnknownWithdrawal => 22,
         DuplicateWithdrawal => 23,
-        InvalidAmount => 24,
-        InvalidSpec(S::BadSymbol) => 25,
-        InvalidSpec(S::DuplicateSymbol) => 26,
-        InvalidSpec(S::BadDecimals) => 27,
-        InvalidSpec(S::UnknownAsset) => 28,
-        InvalidSpec(S::SameBaseAndQuote) => 29,
-        InvalidSpec(S::TickLotNotWhole) => 30,
-        InvalidSpec(S::BadPriceBounds) => 31,
-        InvalidSpec(S::BadQtyBounds) => 32,
-        InvalidSpec(S::BadNotionalBounds) => 33,
-        InvalidSpec(S::BadFees) => 34,
-        InvalidSpec(S::BadPermission) => 35,
-        InvalidSpec(S::BadMaxOpenOrders) => 36,
+        UnknownDeposit => 24,
+        DuplicateDeposit => 25,
+        AccountFrozen => 26,
+        InvalidAmount => 27,
+        InvalidSpec(S::BadSymbol) => 28,
+        InvalidSpec(S::DuplicateSymbol) => 29,
+        InvalidSpec(S::BadDecimals) => 30,
+        InvalidSpec(S::UnknownAsset) => 31,
+        InvalidSpec(S::SameBaseAndQuote) => 32,
+        InvalidSpec(S::TickLotNotWhole) => 33,
+        InvalidSpec(S::BadPriceBounds) => 34,
+        InvalidSpec(S::BadQtyBounds) => 35,
+        InvalidSpec(S::BadNotionalBounds) => 36,
+        InvalidSpec(S::BadFees) => 37,
+        InvalidSpec(S::BadPermission) => 38,
+        InvalidSpec(S::BadMaxOpenOrders) => 39,
     }
 }
 

@@ -50,6 +50,7 @@ fn config(tight: bool) -> EngineConfig {
             max_levels_per_side: 5,
             max_gtd_orders: 6,
             max_pending_withdrawals: 4,
+            max_pending_deposits: 3,
             fee_account: 5,
         }
     } else {
@@ -62,6 +63,7 @@ fn config(tight: bool) -> EngineConfig {
             max_levels_per_side: 64,
             max_gtd_orders: 5_000,
             max_pending_withdrawals: 64,
+            max_pending_deposits: 64,
             fee_account: 0,
         }
     }
@@ -813,19 +815,22 @@ fn snapshot_errors_name_what_is_wrong() {
     assert!(matches!(e, SnapshotError::BadMagic { .. }), "{e}");
     assert!(e.to_string().contains("not a Fulgur snapshot"), "{e}");
 
-    let mut bad = good.clone();
-    bad[8] = 2;
-    let e = read_err(&bad[..]);
-    assert!(
-        matches!(
-            e,
-            SnapshotError::UnsupportedVersion {
-                found: 2,
-                supported: 1
-            }
-        ),
-        "{e}"
-    );
+    // Version 1 (before chain deposits) is no longer read, nor any later one.
+    for v in [1, 3] {
+        let mut bad = good.clone();
+        bad[8] = v;
+        let e = read_err(&bad[..]);
+        assert!(
+            matches!(
+                e,
+                SnapshotError::UnsupportedVersion {
+                    found,
+                    supported: 2
+                } if found == v as u32
+            ),
+            "{e}"
+        );
+    }
 
     // A capacity in the header: caught by the header's own checksum, before any allocation.
     let mut bad = good.clone();
@@ -876,8 +881,8 @@ fn snapshot_errors_name_what_is_wrong() {
 // ----- well-sealed but inconsistent content -----
 
 /// Offsets from the layout table in `engine/src/exchange/snapshot.rs`.
-const HEADER_CRC_AT: usize = 56;
-const ASSETS_AT: usize = 60 + 16;
+const HEADER_CRC_AT: usize = 60;
+const ASSETS_AT: usize = 64 + 16;
 
 /// Recomputes both checksums, as a writer with a bug (or a forger) would.
 fn reseal(b: &mut [u8]) {

@@ -349,9 +349,10 @@ impl OrderStatus {
 
     pub fn of_cancel(reason: CancelReason) -> OrderStatus {
         match reason {
-            CancelReason::User | CancelReason::MassCancel | CancelReason::Halted => {
-                OrderStatus::Canceled
-            }
+            CancelReason::User
+            | CancelReason::MassCancel
+            | CancelReason::Halted
+            | CancelReason::DepositReversed => OrderStatus::Canceled,
             CancelReason::Ioc | CancelReason::Fok | CancelReason::Expired => OrderStatus::Expired,
             CancelReason::SelfTradePrevention => OrderStatus::ExpiredInMatch,
         }
@@ -870,7 +871,11 @@ impl View {
                 | Event::CommandRejected { .. }
                 | Event::WithdrawalHeld { .. }
                 | Event::WithdrawalReleased { .. }
-                | Event::WithdrawalFinalized { .. } => {}
+                | Event::WithdrawalFinalized { .. }
+                | Event::DepositCredited { .. }
+                | Event::DepositSettled { .. }
+                | Event::DepositReversed { .. }
+                | Event::DeficitChanged { .. } => {}
             }
         }
         if let (Command::PlaceOrder(_), Some(Event::OrderAccepted { order_id, .. })) =

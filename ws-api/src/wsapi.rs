@@ -1482,6 +1482,7 @@ mod tests {
                 max_levels_per_side: 256,
                 max_gtd_orders: 16,
                 max_pending_withdrawals: 16,
+                max_pending_deposits: 16,
                 fee_account: 0,
             });
             let mut m = Market {

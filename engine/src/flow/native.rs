@@ -65,6 +65,12 @@
 //! | 12 | GrantPermission | 24 account, 32 permission `u8` |
 //! | 13 | RevokePermission | 24 account, 32 permission `u8` |
 //! | 14 | Tick | none |
+//! | 15 | DepositCredit | 24 account, 28 asset, 40 amount `u64`, 48 deposit id `u64` |
+//! | 16 | DepositSettle | 48 deposit id `u64` |
+//! | 17 | DepositReverse | 48 deposit id `u64` |
+//!
+//! Kinds 15-17 came after the rest, within format version 1: files without them read as
+//! before, and a reader older than them refuses them as a bad command kind.
 //!
 //! Enumerations, one byte each: side 0 Buy, 1 Sell; order type 0 Limit, 1 Market,
 //! 2 LimitMaker; tif 0 Gtc, 1 Ioc, 2 Fok, 3 Gtd; quantity kind 0 Base (lots), 1 Quote (quote
@@ -337,6 +343,9 @@ const K_SET_REFERENCE: u8 = 11;
 const K_GRANT: u8 = 12;
 const K_REVOKE: u8 = 13;
 const K_TICK: u8 = 14;
+const K_DEPOSIT_CREDIT: u8 = 15;
+const K_DEPOSIT_SETTLE: u8 = 16;
+const K_DEPOSIT_REVERSE: u8 = 17;
 
 // --- encoding ---
 
@@ -525,6 +534,26 @@ pub fn encode_command(c: &Sequenced) -> [u8; RECORD_SIZE] {
             K_REVOKE
         }
         Command::Tick => K_TICK,
+        Command::DepositCredit {
+            deposit,
+            account,
+            asset,
+            amount,
+        } => {
+            put(&mut r, 24, account.to_le_bytes());
+            put(&mut r, 28, asset.to_le_bytes());
+            put(&mut r, 40, amount.to_le_bytes());
+            put(&mut r, 48, deposit.to_le_bytes());
+            K_DEPOSIT_CREDIT
+        }
+        Command::DepositSettle { deposit } => {
+            put(&mut r, 48, deposit.to_le_bytes());
+            K_DEPOSIT_SETTLE
+        }
+        Command::DepositReverse { deposit } => {
+            put(&mut r, 48, deposit.to_le_bytes());
+            K_DEPOSIT_REVERSE
+        }
     };
     r[1] = kind;
     r
@@ -769,6 +798,18 @@ impl Decoder {
                 permission: r[32],
             },
             K_TICK => Command::Tick,
+            K_DEPOSIT_CREDIT => Command::DepositCredit {
+                deposit: get_u64(r, 48),
+                account,
+                asset: market,
+                amount: get_u64(r, 40),
+            },
+            K_DEPOSIT_SETTLE => Command::DepositSettle {
+                deposit: get_u64(r, 48),
+            },
+            K_DEPOSIT_REVERSE => Command::DepositReverse {
+                deposit: get_u64(r, 48),
+            },
             value => {
                 return Err(NativeError::BadEnum {
                     record: self.record,
@@ -922,6 +963,37 @@ pub fn read(r: impl Read) -> Result<Flow, NativeError> {
 #[cfg(test)]
 mod command_record_tests {
     use super::*;
+
+    #[test]
+    fn deposit_records_are_laid_out_as_documented() {
+        let at = |command| {
+            encode_command(&Sequenced {
+                seq: 1,
+                ts_ns: 2,
+                command,
+            })
+        };
+        let r = at(Command::DepositCredit {
+            deposit: 0x0102_0304_0506_0708,
+            account: 5,
+            asset: 3,
+            amount: 1_000,
+        });
+        assert_eq!((r[0], r[1]), (T_COMMAND, K_DEPOSIT_CREDIT));
+        assert_eq!(get_u32(&r, 24), 5);
+        assert_eq!(get_u32(&r, 28), 3);
+        assert_eq!(get_u64(&r, 40), 1_000);
+        assert_eq!(get_u64(&r, 48), 0x0102_0304_0506_0708);
+        for (command, kind) in [
+            (Command::DepositSettle { deposit: 9 }, K_DEPOSIT_SETTLE),
+            (Command::DepositReverse { deposit: 9 }, K_DEPOSIT_REVERSE),
+        ] {
+            let r = at(command.clone());
+            assert_eq!((r[1], get_u64(&r, 48)), (kind, 9));
+            assert!(r[24..48].iter().chain(&r[56..]).all(|&b| b == 0));
+            assert_eq!(decode_command(&r, 0).unwrap().command, command);
+        }
+    }
 
     #[test]
     fn a_command_record_round_trips_and_a_wrong_type_is_an_error() {
@@ -1122,6 +1194,16 @@ mod tests {
                 permission
             }),
             Just(Command::Tick),
+            any::<(u64, u32, u32, u64)>().prop_map(|(deposit, account, asset, amount)| {
+                Command::DepositCredit {
+                    deposit,
+                    account,
+                    asset,
+                    amount,
+                }
+            }),
+            any::<u64>().prop_map(|deposit| Command::DepositSettle { deposit }),
+            any::<u64>().prop_map(|deposit| Command::DepositReverse { deposit }),
         ]
     }
 
@@ -1304,12 +1386,12 @@ mod tests {
         assert_eq!(err.to_string(), ".fcmd record 4: bad side value 2");
 
         let mut b = good.clone();
-        b[4 * RECORD_SIZE + 1] = 15;
+        b[4 * RECORD_SIZE + 1] = 18;
         assert!(matches!(
             read(&b[..]),
             Err(NativeError::BadEnum {
                 field: "command kind",
-                value: 15,
+                value: 18,
                 ..
             })
         ));

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use fulgur_engine::spec::SpecError;
 use fulgur_engine::{
-    AccountId, AssetId, AssetSpec, CancelReason, ClientOrderId, Command, EngineConfig, Event,
-    MarketId, MarketSpec, MarketStatus, OpenOrder, OrderId, OrderRef, OrderType, PlaceOrder,
+    AccountId, AssetId, AssetSpec, CancelReason, ClientOrderId, Command, DepositId, EngineConfig,
+    Event, MarketId, MarketSpec, MarketStatus, OpenOrder, OrderId, OrderRef, OrderType, PlaceOrder,
     Quantity, RejectReason, Sequenced, Side, StpMode, TimeInForce, WithdrawalId, MAX_PERMISSIONS,
 };
 
@@ -36,6 +36,14 @@ struct RefMarket {
 #[derive(Clone, Copy, Debug)]
 struct PendingWithdrawal {
     id: WithdrawalId,
+    account: AccountId,
+    asset: AssetId,
+    amount: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingDeposit {
+    id: DepositId,
     account: AccountId,
     asset: AssetId,
     amount: u64,
@@ -79,6 +87,14 @@ pub struct RefExchange {
     /// (account, asset) -> (free, locked); missing means (0, 0).
     balances: BTreeMap<(AccountId, AssetId), (u64, u64)>,
     withdrawals: Vec<PendingWithdrawal>,
+    /// Credited deposits not yet settled or reversed, in credit order.
+    deposits: Vec<PendingDeposit>,
+    /// (account, asset) -> deficit; only entries above 0.
+    deficits: BTreeMap<(AccountId, AssetId), u64>,
+    /// Per asset: every credit (`Deposit`, `DepositCredit`) minus every reversed deposit
+    /// minus every finalized withdrawal, whatever the balances did: what custody should hold
+    /// on chain. Signed: a reversal of money already withdrawn takes it below zero.
+    on_chain: Vec<i128>,
     /// account -> permission bits.
     permissions: BTreeMap<AccountId, u64>,
     next_order_id: OrderId,
@@ -125,6 +141,9 @@ impl RefExchange {
             orders: Vec::new(),
             balances: BTreeMap::new(),
             withdrawals: Vec::new(),
+            deposits: Vec::new(),
+            deficits: BTreeMap::new(),
+            on_chain: Vec::new(),
             permissions: BTreeMap::new(),
             next_order_id: 1,
             next_trade_id: 1,
@@ -148,6 +167,35 @@ impl RefExchange {
 
     pub fn supply(&self, asset: AssetId) -> u64 {
         self.supply[asset as usize]
+    }
+
+    pub fn deficit(&self, account: AccountId, asset: AssetId) -> u64 {
+        self.deficits.get(&(account, asset)).copied().unwrap_or(0)
+    }
+
+    /// Some deficit above 0.
+    pub fn is_frozen(&self, account: AccountId) -> bool {
+        self.deficits.keys().any(|&(a, _)| a == account)
+    }
+
+    pub fn pending_deposit(&self, id: DepositId) -> Option<(AccountId, AssetId, u64)> {
+        self.deposits
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| (d.account, d.asset, d.amount))
+    }
+
+    /// Every (account, asset, deficit) above 0, ascending.
+    pub fn deficits(&self) -> Vec<(AccountId, AssetId, u64)> {
+        self.deficits
+            .iter()
+            .map(|(&(a, x), &d)| (a, x, d))
+            .collect()
+    }
+
+    /// Ids of the pending deposits, in credit order.
+    pub fn pending_deposit_ids(&self) -> Vec<DepositId> {
+        self.deposits.iter().map(|d| d.id).collect()
     }
 
     pub fn asset_count(&self) -> u32 {
@@ -239,6 +287,14 @@ impl RefExchange {
             } => self.withdraw_hold(*account, *asset, *amount, *withdrawal),
             Command::WithdrawRelease { withdrawal } => self.withdraw_release(*withdrawal),
             Command::WithdrawFinalize { withdrawal } => self.withdraw_finalize(*withdrawal),
+            Command::DepositCredit {
+                deposit,
+                account,
+                asset,
+                amount,
+            } => self.deposit_credit(*deposit, *account, *asset, *amount),
+            Command::DepositSettle { deposit } => self.deposit_settle(*deposit),
+            Command::DepositReverse { deposit } => self.deposit_reverse(*deposit),
             Command::AddAsset(spec) => self.add_asset(spec),
             Command::AddMarket(spec) => self.add_market(spec),
             Command::SetMarketStatus {
@@ -554,6 +610,9 @@ impl RefExchange {
             if bits & (1u64 << bit) == 0 {
                 return Err(R::NotPermitted);
             }
+        }
+        if p.side == Side::Buy && self.is_frozen(p.account) {
+            return Err(R::AccountFrozen);
         }
         // 6. shape
         match p.order_type {
@@ -1181,6 +1240,10 @@ impl RefExchange {
         use RejectReason as R;
         let market = o.market;
         let m = self.market(market);
+        let raises = new_qty > o.qty || new_price > o.price;
+        if o.side == Side::Buy && raises && self.is_frozen(o.account) {
+            return Err(R::AccountFrozen);
+        }
         if m.status == MarketStatus::CancelOnly {
             return Err(R::MarketCancelOnly);
         }
@@ -1234,12 +1297,143 @@ impl RefExchange {
         if amount == 0 {
             return self.command_rejected(RejectReason::InvalidAmount);
         }
-        let Some(supply) = self.supply[asset as usize].checked_add(amount) else {
+        if self.overflows(account, asset, amount) {
             return self.command_rejected(RejectReason::BalanceOverflow);
-        };
-        self.supply[asset as usize] = supply;
-        self.add_free(account, asset, amount);
+        }
+        self.apply_credit(account, asset, amount);
+    }
+
+    /// Would crediting `amount` take the supply past `u64::MAX`? Only what the deficit
+    /// does not absorb reaches the supply.
+    fn overflows(&self, account: AccountId, asset: AssetId, amount: u64) -> bool {
+        let owed = self.deficit(account, asset);
+        let rest = amount - owed.min(amount);
+        self.supply[asset as usize].checked_add(rest).is_none()
+    }
+
+    /// A checked credit: the deficit first, the rest to free. `BalanceChanged` always,
+    /// `DeficitChanged` when the deficit went down.
+    fn apply_credit(&mut self, account: AccountId, asset: AssetId, amount: u64) {
+        let owed = self.deficit(account, asset);
+        let covered = owed.min(amount);
+        let rest = amount - covered;
+        self.supply[asset as usize] += rest;
+        self.on_chain[asset as usize] += amount as i128;
+        self.add_free(account, asset, rest);
         self.emit_balance(account, asset);
+        if covered > 0 {
+            self.set_deficit(account, asset, owed - covered);
+        }
+    }
+
+    fn set_deficit(&mut self, account: AccountId, asset: AssetId, deficit: u64) {
+        if deficit == 0 {
+            self.deficits.remove(&(account, asset));
+        } else {
+            self.deficits.insert((account, asset), deficit);
+        }
+        self.out.push(Event::DeficitChanged {
+            account,
+            asset,
+            deficit,
+        });
+    }
+
+    fn deposit_credit(
+        &mut self,
+        deposit: DepositId,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) {
+        if account >= self.cfg.max_accounts {
+            return self.command_rejected(RejectReason::UnknownAccount);
+        }
+        if asset >= self.asset_count() {
+            return self.command_rejected(RejectReason::UnknownAsset);
+        }
+        if amount == 0 {
+            return self.command_rejected(RejectReason::InvalidAmount);
+        }
+        if self.deposits.iter().any(|d| d.id == deposit) {
+            return self.command_rejected(RejectReason::DuplicateDeposit);
+        }
+        if self.deposits.len() >= self.cfg.max_pending_deposits as usize {
+            return self.command_rejected(RejectReason::CapacityExceeded);
+        }
+        if self.overflows(account, asset, amount) {
+            return self.command_rejected(RejectReason::BalanceOverflow);
+        }
+        self.deposits.push(PendingDeposit {
+            id: deposit,
+            account,
+            asset,
+            amount,
+        });
+        self.out.push(Event::DepositCredited {
+            deposit,
+            account,
+            asset,
+            amount,
+        });
+        self.apply_credit(account, asset, amount);
+    }
+
+    fn deposit_settle(&mut self, deposit: DepositId) {
+        let Some(idx) = self.deposits.iter().position(|d| d.id == deposit) else {
+            return self.command_rejected(RejectReason::UnknownDeposit);
+        };
+        self.deposits.remove(idx);
+        self.out.push(Event::DepositSettled { deposit });
+    }
+
+    fn deposit_reverse(&mut self, deposit: DepositId) {
+        let Some(idx) = self.deposits.iter().position(|d| d.id == deposit) else {
+            return self.command_rejected(RejectReason::UnknownDeposit);
+        };
+        let d = self.deposits[idx];
+        let free = self.balance(d.account, d.asset).0 as u128;
+        // The account's orders holding the asset, oldest first, as many as it takes.
+        let mut holding: Vec<OpenOrder> = self
+            .orders
+            .iter()
+            .filter(|o| o.account == d.account && self.order_lock(o).0 == d.asset)
+            .copied()
+            .collect();
+        holding.sort_by_key(|o| o.order_id);
+        let mut reachable = free;
+        let mut cancel = Vec::new();
+        for o in &holding {
+            if reachable >= d.amount as u128 {
+                break;
+            }
+            reachable += self.order_lock(o).1 as u128;
+            cancel.push(o.order_id);
+        }
+        let debited = to_u64(reachable.min(d.amount as u128), "debited");
+        let missing = d.amount - debited;
+        let owed = self.deficit(d.account, d.asset);
+        if owed.checked_add(missing).is_none() {
+            return self.command_rejected(RejectReason::BalanceOverflow);
+        }
+        self.deposits.remove(idx);
+        self.out.push(Event::DepositReversed {
+            deposit,
+            account: d.account,
+            asset: d.asset,
+            amount: d.amount,
+            debited,
+        });
+        for id in cancel {
+            self.cancel_resting(id, CancelReason::DepositReversed);
+        }
+        self.sub_free(d.account, d.asset, debited);
+        self.supply[d.asset as usize] -= debited;
+        self.on_chain[d.asset as usize] -= d.amount as i128;
+        self.emit_balance(d.account, d.asset);
+        if missing > 0 {
+            self.set_deficit(d.account, d.asset, owed + missing);
+        }
     }
 
     fn withdraw_hold(
@@ -1257,6 +1451,9 @@ impl RefExchange {
         }
         if amount == 0 {
             return self.command_rejected(RejectReason::InvalidAmount);
+        }
+        if self.is_frozen(account) {
+            return self.command_rejected(RejectReason::AccountFrozen);
         }
         if self.withdrawals.iter().any(|w| w.id == withdrawal) {
             return self.command_rejected(RejectReason::DuplicateWithdrawal);
@@ -1303,6 +1500,7 @@ impl RefExchange {
         };
         self.sub_locked(w.account, w.asset, w.amount);
         self.supply[w.asset as usize] -= w.amount;
+        self.on_chain[w.asset as usize] -= w.amount as i128;
         self.out.push(Event::WithdrawalFinalized { withdrawal });
         self.emit_balance(w.account, w.asset);
     }
@@ -1322,6 +1520,7 @@ impl RefExchange {
         let asset = self.asset_count();
         self.assets.push(spec.clone());
         self.supply.push(0);
+        self.on_chain.push(0);
         self.out.push(Event::AssetAdded { asset });
     }
 
@@ -1477,6 +1676,28 @@ impl RefExchange {
                     self.supply[asset as usize]
                 ));
             }
+            // What custody holds = supply - deficits: the deficits are what accounts were
+            // credited and keep spending although the chain took it back.
+            let owed: i128 = self
+                .deficits
+                .iter()
+                .filter(|((_, x), _)| *x == asset)
+                .map(|(_, &d)| d as i128)
+                .sum();
+            let held = self.supply[asset as usize] as i128 - owed;
+            if held != self.on_chain[asset as usize] {
+                return Err(format!(
+                    "asset {asset}: supply - deficits = {held}, but credits - reversals - \
+                     finalized withdrawals = {}",
+                    self.on_chain[asset as usize]
+                ));
+            }
+        }
+        if let Some((k, _)) = self.deficits.iter().find(|(_, &d)| d == 0) {
+            return Err(format!("zero deficit kept for {k:?}"));
+        }
+        if self.deposits.iter().any(|d| d.amount == 0) {
+            return Err("pending deposit of 0".into());
         }
         Ok(())
     }
