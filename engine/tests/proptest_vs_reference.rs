@@ -5,7 +5,13 @@
 //!
 //! A stream is generated as a list of `Step`s (proptest shrinks those); each step is turned
 //! into a concrete `Command` when it is applied, looking at the reference engine's state, so
-//! that cancels and amends mostly name orders that exist.
+//! that cancels and amends mostly name orders that exist, and chain deposits are drained,
+//! reversed and covered often enough to force cancels, deficits and frozen accounts.
+//!
+//! Besides equal events, after every command: supply = Σ (free + locked) per asset in both
+//! engines; supply − Σ deficits = credits − reversed deposits − finalized withdrawals, as
+//! counted from the events; equal deficits; and no frozen account got a `WithdrawalHeld`,
+//! a new buy order or a raised buy.
 //!
 //! `cargo test -p fulgur-engine --test proptest_vs_reference` runs 500 cases (about a
 //! second); `PROPTEST_CASES=20000` for a longer hunt. A failure prints the command index,
@@ -357,6 +363,35 @@ enum Op {
     Tick,
     AddAsset(u8),
     AddMarket(u8),
+    /// `DepositCredit` of a pooled id (0..6); `k` as for `Deposit`, 21 = a big one.
+    Credit {
+        deposit: u8,
+        account: u8,
+        asset: u8,
+        k: u8,
+    },
+    Settle(DepositSel),
+    Reverse(DepositSel),
+    /// Holds every free unit of the account and asset of a pending deposit (picked), so
+    /// that reversing it must cancel orders and may leave a deficit.
+    Drain {
+        pick: u8,
+        withdrawal: u8,
+    },
+    /// Credits an account with a deficit (picked): part of it, all and more, or by a chain
+    /// credit of exactly it.
+    Cover {
+        pick: u8,
+        how: u8,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DepositSel {
+    /// A pending deposit (index modulo those pending), or id 0 if none is.
+    Pending(u8),
+    /// Any id of the pool, pending or not, and 6..8 never credited.
+    Id(u8),
 }
 
 #[derive(Clone)]
@@ -534,6 +569,19 @@ fn op_s() -> impl Strategy<Value = Op> {
         5 => Just(Op::Tick),
         1 => (0u8..4).prop_map(Op::AddAsset),
         1 => (0u8..4).prop_map(Op::AddMarket),
+        4 => (0u8..6, account_s(), 0u8..5, 0u8..=21)
+            .prop_map(|(deposit, account, asset, k)| Op::Credit { deposit, account, asset, k }),
+        2 => deposit_sel_s().prop_map(Op::Settle),
+        3 => deposit_sel_s().prop_map(Op::Reverse),
+        2 => (any::<u8>(), 0u8..4).prop_map(|(pick, withdrawal)| Op::Drain { pick, withdrawal }),
+        2 => (any::<u8>(), 0u8..3).prop_map(|(pick, how)| Op::Cover { pick, how }),
+    ]
+}
+
+fn deposit_sel_s() -> impl Strategy<Value = DepositSel> {
+    prop_oneof![
+        4 => any::<u8>().prop_map(DepositSel::Pending),
+        1 => (0u8..8).prop_map(DepositSel::Id),
     ]
 }
 
@@ -852,6 +900,84 @@ fn resolve(op: &Op, r: &RefExchange, ts: u64) -> Command {
         Op::Tick => Command::Tick,
         Op::AddAsset(sel) => extra_asset(sel),
         Op::AddMarket(sel) => extra_market(sel),
+        Op::Credit {
+            deposit,
+            account,
+            asset,
+            k,
+        } => {
+            let unit = ASSET_UNIT.get(asset as usize).copied().unwrap_or(1);
+            Command::DepositCredit {
+                deposit: deposit as u64,
+                account: account_id(account),
+                asset: asset as u32,
+                amount: match k {
+                    20 => u64::MAX - 1_000,
+                    21 => unit * 60,
+                    _ => unit * k as u64,
+                },
+            }
+        }
+        Op::Settle(sel) => Command::DepositSettle {
+            deposit: deposit_id(r, sel),
+        },
+        Op::Reverse(sel) => Command::DepositReverse {
+            deposit: deposit_id(r, sel),
+        },
+        Op::Drain { pick, withdrawal } => {
+            let ids = r.pending_deposit_ids();
+            let (account, asset) = match ids.get(pick as usize % ids.len().max(1)) {
+                Some(&id) => {
+                    let (a, x, _) = r.pending_deposit(id).expect("pending");
+                    (a, x)
+                }
+                None => ((pick % 4) as AccountId, (pick / 4 % 4) as u32),
+            };
+            Command::WithdrawHold {
+                account,
+                asset,
+                amount: r.balance(account, asset).0,
+                withdrawal: withdrawal as u64,
+            }
+        }
+        Op::Cover { pick, how } => {
+            let owed = r.deficits();
+            let Some(&(account, asset, d)) = owed.get(pick as usize % owed.len().max(1)) else {
+                return Command::Deposit {
+                    account: (pick % 4) as AccountId,
+                    asset: 0,
+                    amount: ASSET_UNIT[0],
+                };
+            };
+            match how {
+                0 => Command::Deposit {
+                    account,
+                    asset,
+                    amount: d / 2 + 1,
+                },
+                1 => Command::Deposit {
+                    account,
+                    asset,
+                    amount: d + ASSET_UNIT.get(asset as usize).copied().unwrap_or(1),
+                },
+                _ => Command::DepositCredit {
+                    deposit: (pick % 6) as u64,
+                    account,
+                    asset,
+                    amount: d,
+                },
+            }
+        }
+    }
+}
+
+fn deposit_id(r: &RefExchange, sel: DepositSel) -> u64 {
+    match sel {
+        DepositSel::Pending(i) => {
+            let ids = r.pending_deposit_ids();
+            ids.get(i as usize % ids.len().max(1)).copied().unwrap_or(0)
+        }
+        DepositSel::Id(id) => id as u64,
     }
 }
 
@@ -876,6 +1002,7 @@ fn run_case(cfg: EngineConfig, steps: &[Step]) -> Result<(), TestCaseError> {
     let mut ts: u64 = 1_000_000_000;
     let mut applied: Vec<Sequenced> = Vec::new();
     let mut fast_events: Vec<Event> = Vec::new();
+    let mut ledger = Ledger::default();
     let setup = setup();
     let total = setup.len() + steps.len();
     for i in 0..total {
@@ -891,6 +1018,8 @@ fn run_case(cfg: EngineConfig, steps: &[Step]) -> Result<(), TestCaseError> {
             ts_ns: ts,
             command,
         };
+        let frozen: Vec<bool> = (0..ACCOUNTS).map(|a| fast.is_frozen(a)).collect();
+        let raised_buy = raises_a_buy(&reference, &cmd.command);
         fast_events.clear();
         let outcome = catch_unwind(AssertUnwindSafe(|| fast.apply(&cmd, &mut fast_events)));
         let ref_events = reference.apply(&cmd);
@@ -935,6 +1064,21 @@ fn run_case(cfg: EngineConfig, steps: &[Step]) -> Result<(), TestCaseError> {
                 cmd.command
             )));
         }
+        let fail = |what: String| {
+            Err(TestCaseError::fail(format!(
+                "after command #{i}: {what}\ncommand: {:?}\nevents:\n{}earlier commands:\n{}",
+                cmd.command,
+                list(&fast_events),
+                history(&applied)
+            )))
+        };
+        if let Err(e) = check_freeze(&frozen, raised_buy, &cmd.command, &fast_events) {
+            return fail(e);
+        }
+        ledger.follow(&cmd.command, &fast_events);
+        if let Err(e) = check_ledger(&fast, &reference, &ledger) {
+            return fail(e);
+        }
         // Events are enough to follow the ledger: the last BalanceChanged of each cell in a
         // command is its state after it.
         for e in fast_events.iter().rev() {
@@ -963,6 +1107,156 @@ fn run_case(cfg: EngineConfig, steps: &[Step]) -> Result<(), TestCaseError> {
     }
     compare_state(&fast, &reference)
         .map_err(|e| TestCaseError::fail(format!("{e}\ncommands:\n{}", history(&applied))))
+}
+
+/// Is `command` an amend, by a frozen account or not, that would raise a buy's quantity or
+/// price? Judged on the reference's state before the command.
+fn raises_a_buy(r: &RefExchange, command: &Command) -> bool {
+    let Command::AmendOrder {
+        account,
+        market,
+        target,
+        new_qty,
+        new_price,
+    } = *command
+    else {
+        return false;
+    };
+    let o = r.resting().iter().find(|o| {
+        o.account == account
+            && o.market == market
+            && match target {
+                OrderRef::Id(id) => o.order_id == id,
+                OrderRef::Client(c) => !c.is_none() && o.client_order_id == c,
+            }
+    });
+    o.is_some_and(|o| {
+        o.side == Side::Buy && (new_qty > o.qty || new_price.is_some_and(|p| p > o.price))
+    })
+}
+
+/// A frozen account (before the command) gets no `WithdrawalHeld`, no new buy order and
+/// no raised buy.
+fn check_freeze(
+    frozen: &[bool],
+    raised_buy: bool,
+    command: &Command,
+    events: &[Event],
+) -> Result<(), String> {
+    let is_frozen = |a: AccountId| frozen.get(a as usize).copied().unwrap_or(false);
+    for e in events {
+        match *e {
+            Event::WithdrawalHeld { account, .. } if is_frozen(account) => {
+                return Err(format!("frozen account {account} got a WithdrawalHeld"));
+            }
+            Event::OrderAccepted {
+                account,
+                side: Side::Buy,
+                ..
+            } if is_frozen(account) => {
+                return Err(format!("frozen account {account} got a buy accepted"));
+            }
+            _ => {}
+        }
+    }
+    if let Command::AmendOrder { account, .. } = *command {
+        if raised_buy
+            && is_frozen(account)
+            && events
+                .iter()
+                .any(|e| matches!(e, Event::OrderAmended { .. }))
+        {
+            return Err(format!("frozen account {account} raised a buy"));
+        }
+    }
+    Ok(())
+}
+
+/// What custody should hold per asset, counted from the fast engine's events alone:
+/// credits − reversed deposits − finalized withdrawals.
+#[derive(Default)]
+struct Ledger {
+    on_chain: std::collections::BTreeMap<u32, i128>,
+    /// Held withdrawals: id → (asset, amount).
+    held: std::collections::BTreeMap<u64, (u32, u64)>,
+}
+
+impl Ledger {
+    fn follow(&mut self, command: &Command, events: &[Event]) {
+        let rejected = matches!(events, [Event::CommandRejected { .. }]);
+        if let (Command::Deposit { asset, amount, .. }, false) = (command, rejected) {
+            *self.on_chain.entry(*asset).or_default() += *amount as i128;
+        }
+        for e in events {
+            match *e {
+                Event::DepositCredited { asset, amount, .. } => {
+                    *self.on_chain.entry(asset).or_default() += amount as i128;
+                }
+                Event::DepositReversed { asset, amount, .. } => {
+                    *self.on_chain.entry(asset).or_default() -= amount as i128;
+                }
+                Event::WithdrawalHeld {
+                    withdrawal,
+                    asset,
+                    amount,
+                    ..
+                } => {
+                    self.held.insert(withdrawal, (asset, amount));
+                }
+                Event::WithdrawalReleased { withdrawal } => {
+                    self.held.remove(&withdrawal);
+                }
+                Event::WithdrawalFinalized { withdrawal } => {
+                    let (asset, amount) = self.held.remove(&withdrawal).expect("held");
+                    *self.on_chain.entry(asset).or_default() -= amount as i128;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Supply = Σ (free + locked) in both engines; supply − Σ deficits = what `ledger` counted;
+/// the same deficits and freezes in both.
+fn check_ledger(fast: &Exchange, reference: &RefExchange, ledger: &Ledger) -> Result<(), String> {
+    for asset in 0..fast.asset_count() {
+        let (mut sum_f, mut sum_r, mut owed) = (0u128, 0u128, 0u128);
+        for account in 0..ACCOUNTS {
+            let (f, l) = fast.balance(account, asset);
+            sum_f += f as u128 + l as u128;
+            let (f, l) = reference.balance(account, asset);
+            sum_r += f as u128 + l as u128;
+            let d = fast.deficit(account, asset);
+            if d != reference.deficit(account, asset) {
+                return Err(format!(
+                    "deficit of {account}/{asset}: fast {d} reference {}",
+                    reference.deficit(account, asset)
+                ));
+            }
+            owed += d as u128;
+        }
+        if sum_f != fast.supply(asset) as u128 || sum_r != reference.supply(asset) as u128 {
+            return Err(format!(
+                "asset {asset}: balances sum to {sum_f} (reference {sum_r}), supply {} ({})",
+                fast.supply(asset),
+                reference.supply(asset)
+            ));
+        }
+        let held = fast.supply(asset) as i128 - owed as i128;
+        let counted = ledger.on_chain.get(&asset).copied().unwrap_or(0);
+        if held != counted {
+            return Err(format!(
+                "asset {asset}: supply - deficits = {held}, credits - reversals - finalized \
+                 withdrawals = {counted}"
+            ));
+        }
+    }
+    for account in 0..ACCOUNTS {
+        if fast.is_frozen(account) != reference.is_frozen(account) {
+            return Err(format!("account {account}: frozen differs"));
+        }
+    }
+    Ok(())
 }
 
 /// Balances, supplies, open orders, books and counters at the end of a case.
@@ -1039,6 +1333,15 @@ fn compare_state(fast: &Exchange, reference: &RefExchange) -> Result<(), String>
             return Err(format!("last trade price of market {market} differs"));
         }
     }
+    for id in 0..8 {
+        if fast.pending_deposit(id) != reference.pending_deposit(id) {
+            return Err(format!(
+                "pending deposit {id}: fast {:?} reference {:?}",
+                fast.pending_deposit(id),
+                reference.pending_deposit(id)
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1067,7 +1370,8 @@ proptest! {
 
 /// The generator reaches the paths it is meant to reach (checked on the reference engine
 /// alone, with a fixed seed): every rejection reason the streams can produce, every cancel
-/// reason, trades with rebates and fees, amends both ways, withdrawals.
+/// reason, trades with rebates and fees, amends both ways, withdrawals, chain deposits
+/// settled, reversed in full and short, deficits made and covered.
 #[test]
 fn generator_covers_the_paths() {
     use fulgur_engine::{CancelReason, RejectReason};
@@ -1162,6 +1466,28 @@ fn generator_covers_the_paths() {
                     Event::MarketAdded { .. } => {
                         other.insert("market added");
                     }
+                    Event::DepositCredited { .. } => {
+                        other.insert("deposit credited");
+                    }
+                    Event::DepositSettled { .. } => {
+                        other.insert("deposit settled");
+                    }
+                    Event::DepositReversed {
+                        amount, debited, ..
+                    } => {
+                        other.insert(if debited < amount {
+                            "deposit reversed short"
+                        } else {
+                            "deposit reversed in full"
+                        });
+                    }
+                    Event::DeficitChanged { deficit, .. } => {
+                        other.insert(if deficit == 0 {
+                            "deficit covered"
+                        } else {
+                            "deficit"
+                        });
+                    }
                     _ => {}
                 }
             }
@@ -1192,6 +1518,9 @@ fn generator_covers_the_paths() {
         RejectReason::BalanceOverflow,
         RejectReason::UnknownWithdrawal,
         RejectReason::DuplicateWithdrawal,
+        RejectReason::UnknownDeposit,
+        RejectReason::DuplicateDeposit,
+        RejectReason::AccountFrozen,
         RejectReason::InvalidAmount,
     ];
     let missing: Vec<_> = want_rejects
@@ -1212,6 +1541,7 @@ fn generator_covers_the_paths() {
         CancelReason::SelfTradePrevention,
         CancelReason::Expired,
         CancelReason::Halted,
+        CancelReason::DepositReversed,
     ];
     let missing: Vec<_> = want_cancels
         .iter()
@@ -1235,6 +1565,12 @@ fn generator_covers_the_paths() {
         "withdrawal finalized",
         "asset added",
         "market added",
+        "deposit credited",
+        "deposit settled",
+        "deposit reversed short",
+        "deposit reversed in full",
+        "deficit",
+        "deficit covered",
     ] {
         assert!(other.contains(want), "never produced: {want}");
     }
