@@ -281,6 +281,20 @@ impl Gen {
                 account: self.account(),
                 permission: 1,
             },
+            // Chain deposits up to about twice a balance: reversals that cancel orders and
+            // leave deficits.
+            94 => Command::DepositCredit {
+                deposit: self.rng.below(24),
+                account: self.account(),
+                asset: self.rng.below(ASSETS as u64 + 1) as u32,
+                amount: self.rng.below(2_000_000_000_000),
+            },
+            95 => Command::DepositSettle {
+                deposit: self.rng.below(24),
+            },
+            96 => Command::DepositReverse {
+                deposit: self.rng.below(24),
+            },
             _ => Command::Tick,
         }
     }
@@ -447,6 +461,20 @@ fn same_commands_same_events_same_hash() {
             amount: 7,
             withdrawal: 1_000_000,
         },
+        Command::DepositCredit {
+            deposit: 1_000_000,
+            account: 4,
+            asset: 0,
+            amount: 9,
+        },
+        Command::DepositCredit {
+            deposit: 1_000_001,
+            account: 4,
+            asset: 0,
+            amount: 8,
+        },
+        Command::DepositSettle { deposit: 1_000_000 },
+        Command::DepositReverse { deposit: 1_000_001 },
     ];
     for (k, command) in extra.into_iter().enumerate() {
         let cmd = seq(cmds.len() + 1 + k, ts + k as u64, command);

@@ -156,6 +156,12 @@ struct Gen {
     seen: Vec<(u64, AccountId, u32)>,
     /// Resting orders still to place before the mix starts: long queues to restore.
     build: u32,
+    /// Pending chain deposits: id → (account, asset), from the events.
+    pending: std::collections::BTreeMap<u64, (AccountId, u32)>,
+    /// Last free balance reported per (account, asset).
+    free: std::collections::BTreeMap<(AccountId, u32), u64>,
+    /// The command after a drain: its withdrawal finalized, making room for the next.
+    then: Option<Command>,
 }
 
 impl Gen {
@@ -166,6 +172,9 @@ impl Gen {
             tight,
             seen: Vec::new(),
             build: [0, 150, 400][(seed % 3) as usize],
+            pending: Default::default(),
+            free: Default::default(),
+            then: None,
         }
     }
 
@@ -255,6 +264,17 @@ impl Gen {
         }
     }
 
+    /// A pending deposit's id and (account, asset) (mostly), or any id.
+    fn deposit(&mut self) -> (u64, Option<(AccountId, u32)>) {
+        if !self.pending.is_empty() && self.rng.chance(75) {
+            let i = self.rng.below(self.pending.len() as u64) as usize;
+            let (&id, &at) = self.pending.iter().nth(i).expect("in range");
+            (id, Some(at))
+        } else {
+            (self.rng.below(16), None)
+        }
+    }
+
     fn price(&mut self, side: Side) -> u64 {
         if self.rng.chance(65) {
             // Away from the touch: the book grows deep, with long queues.
@@ -275,6 +295,9 @@ impl Gen {
         if self.build > 0 {
             self.build -= 1;
             return self.passive();
+        }
+        if let Some(c) = self.then.take() {
+            return c;
         }
         match self.rng.below(100) {
             0..=49 => {
@@ -401,21 +424,69 @@ impl Gen {
                 decimals: 6,
                 class: AssetClass::Crypto,
             })),
+            91..=92 => Command::DepositCredit {
+                deposit: self.rng.below(16),
+                account: self.account(),
+                asset: self.rng.below(ASSETS as u64 + 1) as u32,
+                amount: self.rng.below(2_000_000_000_000),
+            },
+            93 => Command::DepositSettle {
+                deposit: self.deposit().0,
+            },
+            94..=95 => Command::DepositReverse {
+                deposit: self.deposit().0,
+            },
+            // Everything free of a pending deposit's account and asset goes: reversing it
+            // then cancels orders, and may leave a deficit (and a frozen account).
+            96..=97 => {
+                let (account, asset) = self
+                    .deposit()
+                    .1
+                    .unwrap_or((self.account(), self.rng.below(ASSETS as u64) as u32));
+                let withdrawal = self.rng.below(12);
+                self.then = Some(Command::WithdrawFinalize { withdrawal });
+                Command::WithdrawHold {
+                    account,
+                    asset,
+                    amount: self.free.get(&(account, asset)).copied().unwrap_or(0),
+                    withdrawal,
+                }
+            }
             _ => Command::Tick,
         }
     }
 
-    /// Learns the ids of accepted orders from the events.
+    /// Learns the ids of accepted orders, pending deposits and free balances from the
+    /// events.
     fn observe(&mut self, events: &[Event]) {
         for e in events {
-            if let Event::OrderAccepted {
-                order_id,
-                account,
-                market,
-                ..
-            } = e
-            {
-                self.seen.push((*order_id, *account, *market));
+            match *e {
+                Event::OrderAccepted {
+                    order_id,
+                    account,
+                    market,
+                    ..
+                } => self.seen.push((order_id, account, market)),
+                Event::DepositCredited {
+                    deposit,
+                    account,
+                    asset,
+                    ..
+                } => {
+                    self.pending.insert(deposit, (account, asset));
+                }
+                Event::DepositSettled { deposit } | Event::DepositReversed { deposit, .. } => {
+                    self.pending.remove(&deposit);
+                }
+                Event::BalanceChanged {
+                    account,
+                    asset,
+                    free,
+                    ..
+                } => {
+                    self.free.insert((account, asset), free);
+                }
+                _ => {}
             }
         }
     }
@@ -480,6 +551,10 @@ struct Coverage {
     capacity: u32,
     withdrawals: u32,
     markets_added: u32,
+    settled: u32,
+    reversal_cancels: u32,
+    deficits: u32,
+    covered: u32,
 }
 
 impl Coverage {
@@ -492,6 +567,7 @@ impl Coverage {
                     CancelReason::Expired => self.expired += 1,
                     CancelReason::SelfTradePrevention => self.stp += 1,
                     CancelReason::Halted => self.halted += 1,
+                    CancelReason::DepositReversed => self.reversal_cancels += 1,
                     _ => {}
                 },
                 Event::OrderAmended { priority_kept, .. } => {
@@ -509,6 +585,9 @@ impl Coverage {
                     self.withdrawals += 1
                 }
                 Event::MarketAdded { market } if *market >= 3 => self.markets_added += 1,
+                Event::DepositSettled { .. } => self.settled += 1,
+                Event::DeficitChanged { deficit: 0, .. } => self.covered += 1,
+                Event::DeficitChanged { .. } => self.deficits += 1,
                 _ => {}
             }
         }
@@ -524,6 +603,9 @@ impl Coverage {
             && c.amend_kept > 5
             && c.withdrawals > 5
             && c.markets_added > 0
+            && c.settled > 5
+            && c.reversal_cancels > 0
+            && c.deficits > 0
             && (!tight || c.capacity > 5);
         assert!(ok, "the stream should exercise more: {c:?}");
     }
@@ -674,7 +756,8 @@ proptest! {
 }
 
 /// A small snapshot with a bit of everything: orders (GTD, post-only, client ids, every
-/// STP mode), a partial fill, a withdrawal hold, a permission, a reference price.
+/// STP mode), a partial fill, a withdrawal hold, a permission, a reference price, a pending
+/// chain deposit and a deficit (777 of asset 2, account 5).
 fn small_exchange() -> Exchange {
     let mut ex = Exchange::new(config(false));
     let mut cmds = setup(false);
@@ -727,6 +810,26 @@ fn small_exchange() -> Exchange {
             market: 1,
             price: Some(1_001),
         },
+        Command::DepositCredit {
+            deposit: 31,
+            account: 2,
+            asset: 1,
+            amount: 5_000,
+        },
+        Command::DepositCredit {
+            deposit: 32,
+            account: 5,
+            asset: 2,
+            amount: 777,
+        },
+        Command::WithdrawHold {
+            account: 5,
+            asset: 2,
+            amount: 1_000_000_000_777,
+            withdrawal: 78,
+        },
+        Command::WithdrawFinalize { withdrawal: 78 },
+        Command::DepositReverse { deposit: 32 },
     ]);
     let mut out = Vec::new();
     for (i, command) in cmds.into_iter().enumerate() {
@@ -750,6 +853,8 @@ fn small_exchange() -> Exchange {
         );
     }
     assert_eq!(ex.resting_orders(), 5);
+    assert_eq!(ex.pending_deposit(31), Some((2, 1, 5_000)));
+    assert_eq!(ex.deficit(5, 2), 777);
     ex
 }
 
@@ -982,9 +1087,41 @@ fn snapshot_with_inconsistent_content_is_refused() {
     let e = restore_patched(&good, |b| b[usd] ^= 1);
     assert!(e.to_string().contains("supply"), "{e}");
 
+    // A pending deposit of an unknown asset, or of nothing.
+    let deposit = find(&good, &[31, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0]);
+    let e = restore_patched(&good, |b| b[deposit + 12] = 9);
+    assert!(e.to_string().contains("deposit 31: unknown"), "{e}");
+    let e = restore_patched(&good, |b| b[deposit + 16..deposit + 24].fill(0));
+    assert!(e.to_string().contains("zero amount"), "{e}");
+    // More pending deposits than the config holds.
+    let e = restore_patched(&good, |b| b[deposit - 4] = 65);
+    assert!(
+        matches!(
+            e,
+            SnapshotError::OverCapacity {
+                what: "pending deposits",
+                count: 65,
+                capacity: 64
+            }
+        ),
+        "{e}"
+    );
+
+    // A deficit of 0, or of an unknown account.
+    let owed = find(
+        &good,
+        &[5, 0, 0, 0, 2, 0, 0, 0, 0x09, 0x03, 0, 0, 0, 0, 0, 0],
+    );
+    let e = restore_patched(&good, |b| b[owed + 8..owed + 16].fill(0));
+    assert!(e.to_string().contains("out of order or zero"), "{e}");
+    let e = restore_patched(&good, |b| b[owed] = 6);
+    assert!(
+        e.to_string().contains("deficit of unknown account 6"),
+        "{e}"
+    );
+
     // The content claims more than there is: it runs into the trailer.
-    let withdrawal = find(&good, &[77, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
-    let e = restore_patched(&good, |b| b[withdrawal - 4] = 2);
+    let e = restore_patched(&good, |b| b[owed - 8] = 2);
     assert!(e.to_string().contains("checksum trailer"), "{e}");
 }
 
