@@ -21,6 +21,8 @@ pub struct Config {
     pub journal: JournalSection,
     pub snapshot: SnapshotSection,
     pub api: ApiSection,
+    /// Custody (on-chain deposits and withdrawals); off when absent.
+    pub bitcoin: Option<BitcoinSection>,
 }
 
 impl Default for Config {
@@ -33,6 +35,54 @@ impl Default for Config {
             journal: JournalSection::default(),
             snapshot: SnapshotSection::default(),
             api: ApiSection::default(),
+            bitcoin: None,
+        }
+    }
+}
+
+/// `[bitcoin]`: the custody service's node and rules (`fulgur_custody::CustodyConfig`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BitcoinSection {
+    /// bitcoin, testnet, testnet4, signet or regtest.
+    pub network: String,
+    pub rpc_url: String,
+    pub rpc_cookie_file: Option<PathBuf>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    pub confirmations: u32,
+    pub final_confirmations: u32,
+    pub batch_window_ms: u64,
+    pub hot_wallet_ceiling_sat: u64,
+    pub poll_interval_ms: u64,
+    pub fallback_fee_sat_per_vb: u64,
+    pub withdraw_fee_sat: u64,
+    pub withdraw_min_sat: u64,
+    pub withdraw_max_sat: u64,
+    pub max_queued_withdrawals: u32,
+    pub max_outputs_per_batch: u32,
+}
+
+impl Default for BitcoinSection {
+    fn default() -> Self {
+        let c = fulgur_custody::CustodyConfig::default();
+        BitcoinSection {
+            network: c.network.to_string(),
+            rpc_url: c.rpc_url,
+            rpc_cookie_file: None,
+            rpc_user: None,
+            rpc_password: None,
+            confirmations: c.confirmations,
+            final_confirmations: c.final_confirmations,
+            batch_window_ms: c.batch_window_ms,
+            hot_wallet_ceiling_sat: c.hot_wallet_ceiling_sat,
+            poll_interval_ms: c.poll_interval_ms,
+            fallback_fee_sat_per_vb: c.fallback_fee_sat_per_vb,
+            withdraw_fee_sat: c.withdraw_fee_sat,
+            withdraw_min_sat: c.withdraw_min_sat,
+            withdraw_max_sat: c.withdraw_max_sat,
+            max_queued_withdrawals: c.max_queued_withdrawals,
+            max_outputs_per_batch: c.max_outputs_per_batch,
         }
     }
 }

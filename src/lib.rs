@@ -10,6 +10,7 @@ pub mod admin_client;
 pub mod alloc;
 pub mod bench;
 pub mod config;
+pub mod custody;
 pub mod demo;
 pub mod flows;
 pub mod pipebench;

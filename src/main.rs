@@ -65,6 +65,104 @@ enum Cmd {
         #[command(subcommand)]
         kind: AdminCmd,
     },
+    /// The custody service (on-chain bitcoin) of a running server, and offline PSBT signing.
+    Custody {
+        #[command(subcommand)]
+        kind: CustodyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodyCmd {
+    /// Wallet balances, chain height and the last chain error.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Sends the withdrawal batch now instead of at the end of its window.
+    Batch {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Makes both proofs (reserves: a BIP-127-style proof per wallet; liabilities: a
+    /// Merkle-sum tree over the BTC balances), verifies them, and writes them to
+    /// <data dir>/custody/proofs/. The cold wallet is in the proof when two cold keys are
+    /// given (an offline ceremony); otherwise its balance is listed as unproven.
+    Proof {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The message the proof commits to (a challenge from the auditor).
+        #[arg(long, default_value = "Fulgur proof of reserves")]
+        message: String,
+        /// A cold signer's key file (give two).
+        #[arg(long = "cold-key")]
+        cold_keys: Vec<std::path::PathBuf>,
+    },
+    /// A PSBT spending from the cold wallet (2-of-3), printed as base64 for the signers.
+    ColdPsbt {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        amount_sat: u64,
+    },
+    /// Finalises a signed PSBT (every input checked by libbitcoinconsensus) and broadcasts it.
+    Broadcast {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The PSBT, base64 (default: read from stdin).
+        #[arg(long)]
+        psbt: Option<String>,
+    },
+    /// PSBTs, offline.
+    Psbt {
+        #[command(subcommand)]
+        kind: PsbtCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PsbtCmd {
+    /// Adds the signatures of one key (a BIP32 master key file, as `custody/cold-N.xprv`) to a
+    /// base64 PSBT read from stdin (or --psbt); prints the PSBT. Needs no server and no
+    /// network: an air-gapped signer runs just this.
+    Sign {
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        psbt: Option<String>,
+    },
+}
+
+fn read_psbt(arg: Option<String>) -> String {
+    arg.unwrap_or_else(|| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .unwrap_or_else(|e| fail(&format!("stdin: {e}")));
+        s.trim().to_string()
+    })
+}
+
+/// `POST /fulgur/v1/admin/custody/<action>` to the running server; prints the answer.
+fn custody_admin(server: &ServerArgs, action: &str, body: serde_json::Value) {
+    let cfg = server.config();
+    let token = fulgur_ws_api::auth::admin_token(&cfg.data_dir).unwrap_or_else(|e| fail(&e));
+    match fulgur::admin_client::post_json(
+        fulgur::admin_client::connect_addr(cfg.listen),
+        &format!("/fulgur/v1/admin/custody/{action}"),
+        &[("X-Fulgur-Admin-Token", &token)],
+        &body.to_string(),
+        std::time::Duration::from_secs(120),
+    ) {
+        Ok(r) if r.is_success() => println!("{}", r.body.trim_end()),
+        Ok(r) => fail(&format!(
+            "the server answered {}: {}",
+            r.status,
+            r.body.trim_end()
+        )),
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -529,6 +627,55 @@ fn main() {
                     amount,
                 },
         } => admin_deposit(&server, account, &asset, &amount),
+        Cmd::Custody { kind } => match kind {
+            CustodyCmd::Status { server } => {
+                custody_admin(&server, "status", serde_json::json!({}))
+            }
+            CustodyCmd::Batch { server } => custody_admin(&server, "batch", serde_json::json!({})),
+            CustodyCmd::Proof {
+                server,
+                message,
+                cold_keys,
+            } => {
+                let keys: Vec<String> = cold_keys
+                    .iter()
+                    .map(|k| {
+                        std::fs::canonicalize(k)
+                            .unwrap_or_else(|e| fail(&format!("{}: {e}", k.display())))
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+                custody_admin(
+                    &server,
+                    "proof",
+                    serde_json::json!({"message": message, "cold_keys": keys}),
+                )
+            }
+            CustodyCmd::ColdPsbt {
+                server,
+                address,
+                amount_sat,
+            } => custody_admin(
+                &server,
+                "cold-psbt",
+                serde_json::json!({"address": address, "amount_sat": amount_sat}),
+            ),
+            CustodyCmd::Broadcast { server, psbt } => custody_admin(
+                &server,
+                "broadcast",
+                serde_json::json!({"psbt": read_psbt(psbt)}),
+            ),
+            CustodyCmd::Psbt {
+                kind: PsbtCmd::Sign { key, psbt },
+            } => match fulgur_custody::service::sign_psbt_with_file(&read_psbt(psbt), &key) {
+                Ok((p, n)) => {
+                    eprintln!("signed {n} input(s)");
+                    println!("{p}");
+                }
+                Err(e) => fail(&e),
+            },
+        },
         Cmd::Flow {
             kind: FlowCmd::Convert { flow, out },
         } => {

@@ -273,6 +273,8 @@ fn route_replies(reader: Reader, registrations: Arc<ArrayQueue<Registration>>, f
 #[derive(Clone)]
 struct AppState {
     exchange: Arc<Exchange>,
+    /// The custody service, when `[bitcoin]` is configured.
+    custody: Option<Arc<fulgur_custody::Custody>>,
     /// `<data dir>/admin-token`: the operator's endpoints want it.
     admin_token: Arc<str>,
     /// HTTP requests being served now.
@@ -456,6 +458,104 @@ async fn command(
     }
 }
 
+/// `POST /fulgur/v1/admin/custody/<action>` (loopback + admin token): `status`, `batch`
+/// (send the withdrawal batch now), `proof` (`{"message":..,"cold_keys":[FILE..]}`),
+/// `cold-psbt` (`{"address":..,"amount_sat":N}`), `broadcast` (`{"psbt":BASE64}`).
+async fn custody_admin(
+    State(s): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = headers
+        .get("x-fulgur-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !peer.ip().is_loopback() || !fulgur_ws_api::auth::admin_token_matches(&s.admin_token, token)
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            -1002,
+            "You are not authorized to execute this request.",
+        );
+    }
+    let Some(c) = s.custody.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4019,
+            "Custody is not enabled (no [bitcoin] section in the configuration).",
+        );
+    };
+    let args: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    -1100,
+                    &format!("Illegal body: {e}"),
+                )
+            }
+        }
+    };
+    let r =
+        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, (u16, i32, String)> {
+            let internal = |e: String| (500u16, -1000, e);
+            let custody_err = |e: fulgur_custody::CustodyError| (e.status, e.code, e.msg);
+            match action.as_str() {
+                "status" => Ok(serde_json::json!({
+                    "balances": c.balances(),
+                    "last_error": *c.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+                })),
+                "batch" => c
+                    .batch_now()
+                    .map(|_| serde_json::json!({"ok": true}))
+                    .map_err(internal),
+                "proof" => {
+                    let message = args["message"]
+                        .as_str()
+                        .unwrap_or("Fulgur proof of reserves");
+                    let keys = args["cold_keys"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str())
+                                .map(|f| fulgur_custody::keys::read_key(std::path::Path::new(f)))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                        .unwrap_or(Ok(Vec::new()))
+                        .map_err(|e| (400, -1100, e))?;
+                    crate::custody::make_proofs(&c, message, &keys).map_err(internal)
+                }
+                "cold-psbt" => {
+                    let address = args["address"].as_str().unwrap_or("");
+                    let amount = args["amount_sat"].as_u64().unwrap_or(0);
+                    c.cold_psbt(address, amount)
+                        .map(|p| serde_json::json!({"psbt": p}))
+                        .map_err(custody_err)
+                }
+                "broadcast" => c
+                    .broadcast_psbt(args["psbt"].as_str().unwrap_or(""))
+                    .map(|t| serde_json::json!({"txid": t}))
+                    .map_err(custody_err),
+                _ => Err((404, -1000, format!("no custody action '{action}'"))),
+            }
+        })
+        .await;
+    match r {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err((st, code, msg))) => error(
+            StatusCode::from_u16(st).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            &msg,
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, -1000, &e.to_string()),
+    }
+}
+
 /// Serves until SIGTERM, Ctrl-C, or `run_for` has passed; then stops taking requests,
 /// answers those in flight, drains the queues, makes everything durable and snapshots.
 pub fn serve(
@@ -471,18 +571,25 @@ pub fn serve(
         .build()
         .map_err(|e| e.to_string())?;
     let exchange = Arc::new(Exchange::start(&cfg, initial)?);
+    let custody = crate::custody::start(cfg.bitcoin.as_ref(), &cfg.data_dir, &exchange)?;
     let state = AppState {
         exchange: exchange.clone(),
+        custody: custody.clone(),
         admin_token: fulgur_ws_api::auth::admin_token(&cfg.data_dir)?.into(),
         in_flight: Arc::default(),
         connections: Arc::default(),
     };
     let connections = state.connections.clone();
     let api = fulgur_ws_api::Api::new(cfg.api_config(), exchange.clone(), exchange.feed.clone())?;
+    let _ = api.capital.set(Arc::new(crate::custody::CustodyApi {
+        custody: custody.clone(),
+        feed: exchange.feed.clone(),
+    }));
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/fulgur/v1/commands", post(command))
+        .route("/fulgur/v1/admin/custody/{action}", post(custody_admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
         .merge(fulgur_ws_api::router(api))
@@ -505,7 +612,11 @@ pub fn serve(
             .await
             .map_err(|e| e.to_string())
     })?;
-    // The listener is closed and in-flight requests are answered: drain and snapshot.
+    // The listener is closed and in-flight requests are answered: custody stops (it holds
+    // the exchange), then drain and snapshot.
+    if let Some(c) = custody {
+        c.stop();
+    }
     exchange.stop_taking();
     rt.shutdown_timeout(Duration::from_secs(5));
     // Whatever `on_ready` started (the demo's flow) lets go of its handle when it sees the

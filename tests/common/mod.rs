@@ -61,16 +61,30 @@ impl Server {
 
     /// `fulgur serve` on `data` (removed when the server is dropped).
     pub fn start_in(data: PathBuf) -> Server {
+        Server::start_with(data, None, &[])
+    }
+
+    /// `fulgur serve` on `data` with a config file and environment variables.
+    pub fn start_with(
+        data: PathBuf,
+        config: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_fulgur"))
-            .args(["serve", "--data-dir"])
+        let mut p = Process::new(env!("CARGO_BIN_EXE_fulgur"));
+        p.args(["serve", "--data-dir"])
             .arg(&data)
             .arg("--listen")
             .arg(addr.to_string())
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        if let Some(c) = config {
+            p.arg("--config").arg(c);
+        }
+        for (k, v) in env {
+            p.env(k, v);
+        }
+        let child = p.spawn().unwrap();
         DATA_DIRS.lock().unwrap().push((addr, data.clone()));
         let server = Server { child, addr, data };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -12,6 +12,7 @@
 //! order in every query.
 
 pub mod auth;
+pub mod capital;
 pub mod error;
 pub mod orders;
 pub mod params;
@@ -118,6 +119,8 @@ pub struct Api {
     pub keys: auth::KeyStore,
     pub limits: RateLimiter,
     pub admin_token: String,
+    /// Deposits and withdrawals (the custody service), once the server wires it in.
+    pub capital: std::sync::OnceLock<Arc<dyn capital::Capital>>,
 }
 
 impl Api {
@@ -135,6 +138,7 @@ impl Api {
             feed,
             keys,
             admin_token,
+            capital: std::sync::OnceLock::new(),
         }))
     }
 
@@ -168,6 +172,7 @@ pub const WS_READ_BUFFER_BYTES: usize = 4096;
 /// Every route of the API: REST, market-data streams, WebSocket API.
 pub fn router(api: Arc<Api>) -> axum::Router {
     rest::routes(api.clone())
+        .merge(capital::routes(api.clone()))
         .merge(streams::routes(api.clone()))
         .merge(wsapi::routes(api))
 }

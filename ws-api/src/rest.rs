@@ -107,7 +107,7 @@ async fn not_found() -> Response {
 }
 
 /// An answer with the rate-limit headers.
-fn answer(
+pub(crate) fn answer(
     api: &Api,
     ip: IpAddr,
     result: Result<Value, ApiError>,

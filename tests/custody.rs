@@ -1,0 +1,565 @@
+//! Custody against a real Bitcoin Core node in regtest (built by `scripts/bitcoind.sh`,
+//! started through corepc-node) and the real `fulgur` binary: deposits credited after N
+//! confirmations and taken back by reorgs, batched withdrawals, crashes around broadcast,
+//! the cold wallet's 2-of-3 PSBTs, and both proofs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bdk_wallet::bitcoin::bip32::Xpriv;
+use bdk_wallet::bitcoin::consensus::encode::serialize_hex;
+use bdk_wallet::bitcoin::{Address, Amount, BlockHash, Network, Transaction, Txid};
+use bdk_wallet::KeychainKind;
+use common::{Client, Server};
+use fulgur_custody::wallets::{self, rpc_client, SyncedWallet};
+use fulgur_custody::RpcAuth;
+use serde_json::{json, Value};
+
+/// `BITCOIND_EXE`, or what `scripts/bitcoind.sh` prints (building it on first use). `None`
+/// (the test says why and passes) only off CI.
+fn bitcoind() -> Option<String> {
+    if let Ok(p) = std::env::var("BITCOIND_EXE") {
+        return Some(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bitcoind.sh");
+    match std::process::Command::new("bash").arg(&script).output() {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout)
+            .ok()
+            .and_then(|s| s.lines().last().map(str::to_string)),
+        other => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI: scripts/bitcoind.sh failed: {other:?}"
+            );
+            eprintln!("skipped: no bitcoind ({other:?})");
+            None
+        }
+    }
+}
+
+/// A regtest node, and a test wallet (the "user's" own wallet) funded by mining.
+struct Chain {
+    node: corepc_node::Node,
+    faucet: SyncedWallet,
+    key: Xpriv,
+    /// Blocks mined so far: each goes to another address, so a branch mined after an
+    /// `invalidateblock` never rebuilds the very block that was invalidated.
+    mined: std::cell::Cell<u8>,
+    _dir: PathBuf,
+}
+
+impl Chain {
+    fn start(name: &str) -> Option<Chain> {
+        let exe = bitcoind()?;
+        let mut conf = corepc_node::Conf::default();
+        conf.wallet = None;
+        // `received` looks transactions up in blocks.
+        conf.args.push("-txindex=1");
+        let node = corepc_node::Node::with_conf(&exe, &conf).expect("bitcoind starts");
+        let dir = std::env::temp_dir().join(format!("fulgur-faucet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rpc = rpc_client(
+            &node.rpc_url(),
+            &RpcAuth::CookieFile(node.params.cookie_file.clone()),
+        )
+        .unwrap();
+        let key = Xpriv::new_master(Network::Regtest, &[name.len() as u8; 32]).unwrap();
+        let desc = (
+            format!("wpkh({key}/84h/1h/0h/0/*)"),
+            format!("wpkh({key}/84h/1h/0h/1/*)"),
+        );
+        let mut faucet =
+            SyncedWallet::open(&dir, "faucet", &desc, Network::Regtest, rpc, 0).unwrap();
+        let a = faucet
+            .wallet
+            .reveal_next_address(KeychainKind::External)
+            .address;
+        faucet.persist().unwrap();
+        node.client.generate_to_address(110, &a).unwrap();
+        faucet.sync().unwrap();
+        Some(Chain {
+            node,
+            faucet,
+            key,
+            mined: 0.into(),
+            _dir: dir,
+        })
+    }
+
+    fn config(&self, data: &Path, extra: &str) -> PathBuf {
+        let path = data.with_extension("toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[bitcoin]\nnetwork = \"regtest\"\nrpc_url = \"{}\"\nrpc_cookie_file = \"{}\"\n\
+                 confirmations = 2\nfinal_confirmations = 6\nbatch_window_ms = 3600000\n\
+                 poll_interval_ms = 100\nfallback_fee_sat_per_vb = 2\nwithdraw_fee_sat = 1000\n\
+                 withdraw_min_sat = 1000\n{extra}",
+                self.node.rpc_url(),
+                self.node.params.cookie_file.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Mines `n` blocks to an address of nobody we watch.
+    fn mine(&self, n: usize) {
+        for _ in 0..n {
+            self.mined.set(self.mined.get().wrapping_add(1));
+            let a = addr_of(100u8.wrapping_add(self.mined.get()), Network::Regtest);
+            let a = Address::from_str(&a).unwrap().assume_checked();
+            self.node.client.generate_to_address(1, &a).unwrap();
+        }
+    }
+
+    /// Pays `sat` to `address` from the faucet; the transaction (in the mempool).
+    fn pay(&mut self, address: &str, sat: u64) -> Transaction {
+        self.faucet.sync().unwrap();
+        let to = Address::from_str(address).unwrap().assume_checked();
+        let mut psbt = {
+            let mut b = self.faucet.wallet.build_tx();
+            b.add_recipient(to.script_pubkey(), Amount::from_sat(sat));
+            b.finish().unwrap()
+        };
+        wallets::sign(&mut psbt, &self.key);
+        let tx = wallets::finalize(psbt).unwrap();
+        self.faucet.insert_unconfirmed(&tx).unwrap();
+        self.node.client.send_raw_transaction(&tx).unwrap();
+        tx
+    }
+
+    fn tip(&self) -> BlockHash {
+        BlockHash::from_str(&self.node.client.get_best_block_hash().unwrap().0).unwrap()
+    }
+
+    fn height(&self) -> u64 {
+        self.node.client.get_block_count().unwrap().0
+    }
+
+    /// The block `depth` below the tip (0 = the tip).
+    fn block_at_depth(&self, depth: u64) -> BlockHash {
+        let h = self.height() - depth;
+        let v: Value = self.node.client.call("getblockhash", &[json!(h)]).unwrap();
+        BlockHash::from_str(v.as_str().unwrap()).unwrap()
+    }
+
+    /// A block with exactly these transactions (and nothing from the mempool).
+    fn mine_block_with(&self, txs: &[&Transaction]) {
+        let hex: Vec<Value> = txs.iter().map(|t| json!(serialize_hex(*t))).collect();
+        let _: Value = self
+            .node
+            .client
+            .call(
+                "generateblock",
+                &[json!(addr_of(99, Network::Regtest)), json!(hex)],
+            )
+            .unwrap();
+    }
+
+    /// Pays `sat` to `address` (broadcast), and returns with it a transaction spending the
+    /// same inputs back to the faucet (not broadcast): a reorg's double spend.
+    fn pay_with_conflict(&mut self, address: &str, sat: u64) -> (Transaction, Transaction) {
+        self.faucet.sync().unwrap();
+        let to = Address::from_str(address).unwrap().assume_checked();
+        let mut psbt = {
+            let mut b = self.faucet.wallet.build_tx();
+            b.add_recipient(to.script_pubkey(), Amount::from_sat(sat));
+            b.finish().unwrap()
+        };
+        wallets::sign(&mut psbt, &self.key);
+        let tx = wallets::finalize(psbt).unwrap();
+        let conflict = self.double_spend(&tx);
+        self.faucet.insert_unconfirmed(&tx).unwrap();
+        self.node.client.send_raw_transaction(&tx).unwrap();
+        (tx, conflict)
+    }
+
+    /// A transaction spending the same inputs as `tx`, back to the faucet.
+    fn double_spend(&mut self, tx: &Transaction) -> Transaction {
+        let back = self
+            .faucet
+            .wallet
+            .reveal_next_address(KeychainKind::Internal)
+            .address;
+        let mut psbt = {
+            let mut b = self.faucet.wallet.build_tx();
+            for i in &tx.input {
+                b.add_utxo(i.previous_output).unwrap();
+            }
+            b.manually_selected_only().drain_to(back.script_pubkey());
+            b.fee_rate(bdk_wallet::bitcoin::FeeRate::from_sat_per_vb(20).unwrap());
+            b.finish().unwrap()
+        };
+        wallets::sign(&mut psbt, &self.key);
+        wallets::finalize(psbt).unwrap()
+    }
+
+    fn received(&self, address: &str, txid: Txid) -> u64 {
+        let tx: Value = self
+            .node
+            .client
+            .call("getrawtransaction", &[json!(txid.to_string()), json!(true)])
+            .unwrap();
+        tx["vout"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["scriptPubKey"]["address"] == json!(address))
+            .map(|o| (o["value"].as_f64().unwrap() * 1e8).round() as u64)
+            .sum()
+    }
+}
+
+/// A P2WPKH address of a fixed key, on a network: somewhere to pay (or mine) to.
+fn addr_of(key: u8, network: Network) -> String {
+    use bdk_wallet::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+    use bdk_wallet::bitcoin::CompressedPublicKey;
+    let sk = SecretKey::from_slice(&[key; 32]).unwrap();
+    let pk = CompressedPublicKey(PublicKey::from_secret_key(&Secp256k1::new(), &sk));
+    Address::p2wpkh(&pk, network).to_string()
+}
+
+fn client(s: &Server, account: u32) -> Client {
+    let (key, secret) = s.key(account);
+    let c = Client {
+        addr: s.addr,
+        key,
+        secret,
+    };
+    // A running server picks a new key up within a second.
+    wait_for("the new key", || {
+        (c.signed("GET", "/api/v3/account", "").status == 200).then_some(())
+    });
+    c
+}
+
+/// Free BTC of an account, in satoshis, from `/api/v3/account`.
+fn btc(c: &Client) -> (u64, u64) {
+    let r = c.signed("GET", "/api/v3/account", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let b = v["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == "BTC")
+        .cloned();
+    let sat = |s: &Value| fulgur_custody::parse_btc(s.as_str().unwrap()).unwrap();
+    b.map_or((0, 0), |b| (sat(&b["free"]), sat(&b["locked"])))
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn admin(s: &Server, action: &str, body: Value) -> Value {
+    let token = common::admin_token(s.addr);
+    let r = common::request(
+        s.addr,
+        "POST",
+        &format!("/fulgur/v1/admin/custody/{action}"),
+        &[
+            ("X-Fulgur-Admin-Token", &token),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{action}: {}", r.body);
+    r.json()
+}
+
+fn deposit_address(c: &Client) -> String {
+    let r = c.signed("GET", "/sapi/v1/capital/deposit/address", "coin=BTC");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["address"].as_str().unwrap().to_string()
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fulgur-custody-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn deposits_are_credited_after_n_confirmations_and_withdrawals_go_out_in_one_batch() {
+    let Some(mut chain) = Chain::start("batch") else {
+        return;
+    };
+    let data = data_dir("batch");
+    let cfg = chain.config(&data, "");
+    let s = Server::start_with(data.clone(), Some(&cfg), &[]);
+    let alice = client(&s, 501);
+    let addr = deposit_address(&alice);
+    assert!(addr.starts_with("bcrt1p"), "a taproot address: {addr}");
+    assert_eq!(deposit_address(&alice), addr, "one address per account");
+    assert_ne!(deposit_address(&client(&s, 502)), addr);
+
+    let tx = chain.pay(&addr, 100_000_000);
+    chain.mine(1);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(btc(&alice), (0, 0), "one confirmation of two: nothing yet");
+    let h = alice
+        .signed("GET", "/sapi/v1/capital/deposit/hisrec", "coin=BTC")
+        .json();
+    assert_eq!(h[0]["status"], 0, "{h}");
+    assert_eq!(h[0]["txId"], tx.compute_txid().to_string());
+    chain.mine(1);
+    wait_for("the credit", || {
+        (btc(&alice).0 == 100_000_000).then_some(())
+    });
+    let h = alice
+        .signed("GET", "/sapi/v1/capital/deposit/hisrec", "coin=BTC")
+        .json();
+    assert_eq!(h[0]["status"], 1, "{h}");
+    assert_eq!(h[0]["amount"], "1.00000000");
+    assert_eq!(h.as_array().unwrap().len(), 1, "credited once: {h}");
+
+    // Bad input: each a clear error, and nothing changes.
+    let w = |p: &str| alice.signed_body("POST", "/sapi/v1/capital/withdraw/apply", p);
+    let (main, ours) = (addr_of(5, Network::Bitcoin), addr_of(6, Network::Regtest));
+    let bad = [
+        (format!("coin=BTC&address={main}&amount=0.1"), -4033), // another network
+        (
+            "coin=BTC&address=bcrt1qnotanaddress&amount=0.1".to_string(),
+            -4033,
+        ),
+        (format!("coin=BTC&address={ours}&amount=0.00000500"), -4022), // dust
+        (format!("coin=BTC&address={ours}&amount=2"), -4026),          // more than the free balance
+        (format!("coin=BTC&address={ours}&amount=0.123456789"), -4021),
+        (format!("coin=DOGE&address={ours}&amount=0.1"), -4018),
+    ];
+    for (p, code) in &bad {
+        let r = w(p);
+        assert_eq!(r.code(), *code, "{p}: {}", r.body);
+    }
+    assert_eq!(btc(&alice), (100_000_000, 0));
+    let hist = alice
+        .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+        .json();
+    assert_eq!(hist, json!([]), "refused withdrawals leave nothing behind");
+
+    // Three withdrawals, one transaction.
+    let dests = [
+        (addr_of(11, Network::Regtest), 10_000_000u64),
+        (addr_of(12, Network::Regtest), 20_000_000),
+        (addr_of(13, Network::Regtest), 3_000_000),
+    ];
+    let mut ids = Vec::new();
+    for (i, (a, sat)) in dests.iter().enumerate() {
+        let r = w(&format!(
+            "coin=BTC&network=BTC&address={a}&amount={}&withdrawOrderId=w{i}",
+            fulgur_custody::btc_string(*sat)
+        ));
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let again = w(&format!(
+        "coin=BTC&address={}&amount=0.1&withdrawOrderId=w0",
+        dests[0].0
+    ));
+    assert_eq!(
+        again.code(),
+        -4001,
+        "a repeated withdrawOrderId: {}",
+        again.body
+    );
+    let held: u64 = dests.iter().map(|d| d.1 + 1000).sum();
+    assert_eq!(btc(&alice), (100_000_000 - held, held));
+    admin(&s, "batch", json!({}));
+    let hist = alice
+        .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+        .json();
+    let txids: std::collections::BTreeSet<String> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["txId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(txids.len(), 1, "one transaction pays all three: {hist}");
+    let txid = Txid::from_str(txids.iter().next().unwrap()).unwrap();
+    for (a, sat) in &dests {
+        assert_eq!(chain.received(a, txid), *sat, "exact amount to {a}");
+    }
+    for h in hist.as_array().unwrap() {
+        assert_eq!(h["status"], 4, "processing until confirmed: {h}");
+        assert_eq!(h["transactionFee"], "0.00001000");
+    }
+    chain.mine(2);
+    wait_for("the withdrawals' finalization", || {
+        let hist = alice
+            .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+            .json();
+        hist.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["status"] == 6)
+            .then_some(())
+    });
+    assert_eq!(btc(&alice), (100_000_000 - held, 0));
+    drop(s);
+}
+
+#[test]
+fn reorgs_before_and_after_crediting() {
+    let Some(mut chain) = Chain::start("reorg") else {
+        return;
+    };
+    let data = data_dir("reorg");
+    let cfg = chain.config(&data, "");
+    let s = Server::start_with(data.clone(), Some(&cfg), &[]);
+    let bob = client(&s, 503);
+    let addr = deposit_address(&bob);
+
+    // Before N: one confirmation, then its block is gone; nothing is credited meanwhile.
+    chain.pay(&addr, 50_000_000);
+    chain.mine(1);
+    std::thread::sleep(Duration::from_millis(600));
+    chain.node.client.invalidate_block(chain.tip()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(btc(&bob), (0, 0));
+    // The transaction is mined again on the new branch: credited once.
+    chain.mine(2);
+    wait_for("the credit", || (btc(&bob).0 == 50_000_000).then_some(()));
+
+    // After crediting: the deposit's block is replaced by one with a double spend, after
+    // the account has put most of it in a withdrawal.
+    let carol = client(&s, 504);
+    let addr = deposit_address(&carol);
+    let (_, conflict) = chain.pay_with_conflict(&addr, 100_000_000);
+    chain.mine(2);
+    wait_for("the credit", || {
+        (btc(&carol).0 == 100_000_000).then_some(())
+    });
+    let dest = addr_of(21, Network::Regtest);
+    let r = carol.signed_body(
+        "POST",
+        "/sapi/v1/capital/withdraw/apply",
+        &format!("coin=BTC&address={dest}&amount=0.4"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(btc(&carol), (59_999_000, 40_001_000));
+    chain
+        .node
+        .client
+        .invalidate_block(chain.block_at_depth(1))
+        .unwrap();
+    chain.mine_block_with(&[&conflict]);
+    chain.mine(2);
+    // The ledger takes back what the account has; the rest is a deficit, and the account
+    // is frozen for withdrawals and buys.
+    wait_for("the reversal", || (btc(&carol).0 == 0).then_some(()));
+    assert_eq!(
+        btc(&carol),
+        (0, 40_001_000),
+        "the held withdrawal stays held"
+    );
+    let r = carol.signed_body(
+        "POST",
+        "/sapi/v1/capital/withdraw/apply",
+        &format!("coin=BTC&address={dest}&amount=0.001"),
+    );
+    assert_eq!(r.code(), -4015, "{}", r.body);
+    let h = carol
+        .signed("GET", "/sapi/v1/capital/deposit/hisrec", "")
+        .json();
+    assert_eq!(h[0]["status"], 0, "no longer credited: {h}");
+    // A new deposit covers the deficit first.
+    chain.pay(&addr, 50_000_000);
+    chain.mine(2);
+    wait_for("the cover", || {
+        (btc(&carol).0 == 50_000_000 - 40_001_000).then_some(())
+    });
+    let r = carol.signed_body(
+        "POST",
+        "/sapi/v1/capital/withdraw/apply",
+        &format!("coin=BTC&address={dest}&amount=0.001"),
+    );
+    assert_eq!(r.status, 200, "no longer frozen: {}", r.body);
+    drop(s);
+}
+
+/// The wallets' total (deposit + hot + cold), from the operator endpoint.
+fn reserves(s: &Server) -> u64 {
+    let b = admin(s, "status", json!({}))["balances"].clone();
+    ["deposit_sat", "hot_sat", "cold_sat"]
+        .iter()
+        .map(|k| b[k].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_crash_after_signing_or_after_broadcast_never_pays_twice() {
+    let Some(mut chain) = Chain::start("crash") else {
+        return;
+    };
+    for (i, fault) in ["custody-after-sign", "custody-after-broadcast"]
+        .iter()
+        .enumerate()
+    {
+        let data = data_dir(&format!("crash{i}"));
+        let cfg = chain.config(&data, "");
+        let s = Server::start_with(data.clone(), Some(&cfg), &[("FULGUR_FAULT", fault)]);
+        let dave = client(&s, 505);
+        let addr = deposit_address(&dave);
+        chain.pay(&addr, 100_000_000);
+        chain.mine(2);
+        wait_for("the credit", || (btc(&dave).0 == 100_000_000).then_some(()));
+        let dest = addr_of(31 + i as u8, Network::Regtest);
+        let r = dave.signed_body(
+            "POST",
+            "/sapi/v1/capital/withdraw/apply",
+            &format!("coin=BTC&address={dest}&amount=0.1"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        // The batch kills the server (kill -9) at the fault point.
+        let token = common::admin_token(s.addr);
+        let _ = common::request(
+            s.addr,
+            "POST",
+            "/fulgur/v1/admin/custody/batch",
+            &[("X-Fulgur-Admin-Token", &token)],
+            b"",
+        );
+        let mut s = s;
+        let status = s.child.wait().unwrap();
+        assert!(!status.success(), "{fault}: killed: {status:?}");
+        // Keep the data directory: restart on it without the fault.
+        let data_keep = s.data.clone();
+        std::mem::forget(s);
+        let s = Server::start_with(data_keep, Some(&cfg), &[]);
+        let dave = client(&s, 505);
+        chain.mine(2);
+        wait_for("the withdrawal's completion", || {
+            let h = dave
+                .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+                .json();
+            (h.as_array().unwrap().len() == 1 && h[0]["status"] == 6).then_some(())
+        });
+        let h = dave
+            .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+            .json();
+        let txid = Txid::from_str(h[0]["txId"].as_str().unwrap()).unwrap();
+        assert_eq!(chain.received(&dest, txid), 10_000_000, "{fault}");
+        // Paid once: the wallets hold the deposit minus one payment and one fee.
+        admin(&s, "batch", json!({}));
+        let left = reserves(&s);
+        assert!(
+            left < 90_000_000 && left > 90_000_000 - 20_000,
+            "{fault}: {left} sat left"
+        );
+        assert_eq!(btc(&dave), (100_000_000 - 10_001_000, 0));
+    }
+}
