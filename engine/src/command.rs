@@ -248,20 +248,27 @@ mod json_tests {
         ));
         assert!(serde_json::from_str::<Command>(r#"{"Deposit":{"account":2}}"#).is_err());
         // The forms docs/api.md shows for the operator endpoint.
-        let j = r#"{"DepositCredit":{"deposit":7,"account":2,"asset":1,"amount":10}}"#;
+        let j = r#"{"DepositCredit":{"deposit":42,"account":5,"asset":0,"amount":150000000}}"#;
         assert_eq!(
             serde_json::from_str::<Command>(j).unwrap(),
             Command::DepositCredit {
-                deposit: 7,
-                account: 2,
-                asset: 1,
-                amount: 10
+                deposit: 42,
+                account: 5,
+                asset: 0,
+                amount: 150_000_000
             }
         );
-        let j = r#"{"DepositReverse":{"deposit":7}}"#;
-        assert_eq!(
-            serde_json::from_str::<Command>(j).unwrap(),
-            Command::DepositReverse { deposit: 7 }
-        );
+        for (j, c) in [
+            (
+                r#"{"DepositSettle":{"deposit":42}}"#,
+                Command::DepositSettle { deposit: 42 },
+            ),
+            (
+                r#"{"DepositReverse":{"deposit":42}}"#,
+                Command::DepositReverse { deposit: 42 },
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Command>(j).unwrap(), c);
+        }
     }
 }

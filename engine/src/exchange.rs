@@ -234,8 +234,8 @@ pub struct Exchange {
     withdrawals: HashMap<WithdrawalId, Withdrawal>,
     deposits: HashMap<DepositId, PendingDeposit>,
     /// (account, asset) → deficit, only entries above 0. Ordered, so snapshots and the hash
-    /// walk it as it is, and an account's entries are one range. While it is empty (always,
-    /// but after a reorg that found the money spent) the freeze checks cost one load.
+    /// walk it as it is, and an account's entries are one range. It is empty unless a reorg
+    /// found the money spent; while it is, the freeze checks cost one load.
     deficits: BTreeMap<(AccountId, AssetId), u64>,
     next_order_id: OrderId,
     next_trade_id: TradeId,

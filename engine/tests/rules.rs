@@ -2841,6 +2841,7 @@ fn a_frozen_account_may_not_withdraw_buy_or_raise_a_buy_but_may_sell_and_cancel(
     });
     let buy_eth = h.order(limit_in(ethbtc, A, Buy, 100, 5)); // holds BTC
     let sell = h.order(limit(A, Sell, 200, 10)); // holds BTC
+    h.run(hold(A, BASE, 1, 5));
     owe(&mut h, A, QUOTE, 1_000);
     use RejectReason::AccountFrozen;
     // Buys, in any market, of any kind; checked before the order's shape.
@@ -2860,8 +2861,12 @@ fn a_frozen_account_may_not_withdraw_buy_or_raise_a_buy_but_may_sell_and_cancel(
         }),
         AccountFrozen
     );
-    // Withdrawals of any asset.
+    // Withdrawals of any asset: after the amount's check, before the id's. A held one
+    // goes on.
+    assert_eq!(h.reject(hold(A, BASE, 0, 5)), RejectReason::InvalidAmount);
     assert_eq!(h.reject(hold(A, BASE, 1, 5)), AccountFrozen);
+    assert_eq!(h.reject(hold(A, BASE, 1, 6)), AccountFrozen);
+    h.run(Command::WithdrawFinalize { withdrawal: 5 });
     // Sells rest and trade.
     let sell2 = h.order(limit(A, Sell, 210, 1));
     h.order(limit(B, Buy, 150, 2));
@@ -3651,7 +3656,7 @@ fn place_checks_are_applied_in_the_documented_order() {
     p.market = 9;
     p.client_order_id = bad_cid();
     assert_eq!(h.reject_place(p), UnknownMarket);
-    // 6. shape before 7. price filter.
+    // 7. shape before 8. price filter.
     assert_eq!(
         h.reject_place(PlaceOrder {
             quantity: Quantity::Quote(5),
@@ -3659,29 +3664,29 @@ fn place_checks_are_applied_in_the_documented_order() {
         }),
         InvalidOrderParameters
     );
-    // 7 before 8, 8 before 9, 9 before 10.
+    // 8 before 9, 9 before 10, 10 before 11.
     assert_eq!(h.reject_place(limit(A, Buy, 5, 0)), PriceFilter);
     assert_eq!(h.reject_place(limit(A, Buy, 200, 51)), LotSize);
     assert_eq!(h.reject_place(limit(A, Buy, 200, 50)), PercentPrice);
     assert_eq!(h.reject_place(limit(A, Buy, 99, 1)), Notional);
-    // 10 before 11.
+    // 11 before 12.
     h.order(with_cid(limit(A, Buy, 100, 1), "c1")); // 1
     assert_eq!(
         h.reject_place(with_cid(limit(A, Buy, 99, 1), "c1")),
         Notional
     );
-    // 11 before 12.
+    // 12 before 13.
     assert_eq!(
         h.reject_place(with_cid(limit(A, Buy, 100, 1), "c1")),
         DuplicateClientOrderId
     );
-    // 12 before 14 and 15: A has its one open order.
+    // 13 before 15 and 16: A has its one open order.
     h.order(limit(B, Sell, 105, 1)); // 2
     assert_eq!(
         h.reject_place(maker(limit(A, Buy, 105, 1))),
         TooManyOpenOrders
     );
-    // 14 before 15: D has nothing.
+    // 15 before 16: D has nothing.
     assert_eq!(
         h.reject_place(maker(limit(D, Buy, 105, 1))),
         PostOnlyWouldCross
@@ -3690,7 +3695,15 @@ fn place_checks_are_applied_in_the_documented_order() {
         h.reject_place(maker(limit(D, Buy, 104, 1))),
         InsufficientBalance
     );
-    // 4 before 5: halted market, account without permission.
+    // 6 before 7: a frozen account's buy, malformed; its sell gets to the shape.
+    owe(&mut h, C, QUOTE, 1);
+    let malformed = |side| PlaceOrder {
+        quantity: Quantity::Quote(5),
+        ..limit(C, side, 0, 1)
+    };
+    assert_eq!(h.reject_place(malformed(Buy)), AccountFrozen);
+    assert_eq!(h.reject_place(malformed(Sell)), InvalidOrderParameters);
+    // 5 before 6 (C is frozen), 4 before 5: halted market, account without permission.
     h.run(Command::RevokePermission {
         account: C,
         permission: 1,

@@ -240,9 +240,13 @@ pub fn new_order(view: &View, account: AccountId, p: &Params) -> Result<NewOrder
     })
 }
 
+/// Why an account with a deficit may not buy (nor withdraw).
+pub const ACCOUNT_FROZEN: &str = "This account is frozen until its deficit is covered.";
+
 /// The error for an engine rejection of a new order.
 pub fn place_rejection(reason: RejectReason, order_type: OrderType) -> ApiError {
     match reason {
+        RejectReason::AccountFrozen => ApiError::order_rejected(ACCOUNT_FROZEN),
         RejectReason::UnknownMarket => ApiError::invalid_symbol(),
         RejectReason::UnknownAccount => ApiError::unauthorized(),
         RejectReason::MarketHalted | RejectReason::MarketCancelOnly => {
@@ -279,6 +283,8 @@ pub fn place_rejection(reason: RejectReason, order_type: OrderType) -> ApiError 
 /// The error for an engine rejection of a cancel or amend.
 pub fn cancel_rejection(reason: RejectReason) -> ApiError {
     match reason {
+        // An amend that raises a buy of a frozen account.
+        RejectReason::AccountFrozen => ApiError::order_rejected(ACCOUNT_FROZEN),
         RejectReason::UnknownMarket => ApiError::invalid_symbol(),
         RejectReason::UnknownAccount => ApiError::unauthorized(),
         RejectReason::MarketHalted => ApiError::new(400, -2011, "Market is closed."),
@@ -693,6 +699,8 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
     let omit_zero = p.bool("omitZeroBalances")?.unwrap_or(false);
     let view = api.view();
     let acct = view.accounts.get(&account);
+    // A frozen account still trades (sells), but withdraws nothing until it pays.
+    let frozen = acct.is_some_and(|a| a.is_frozen());
     let balances: Vec<Value> = view
         .assets
         .iter()
@@ -718,7 +726,7 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
         "commissionRates": {"maker": "0.00000000", "taker": "0.00000000",
                             "buyer": "0.00000000", "seller": "0.00000000"},
         "canTrade": true,
-        "canWithdraw": false,
+        "canWithdraw": !frozen,
         "canDeposit": false,
         "brokered": false,
         "requireSelfTradePrevention": false,

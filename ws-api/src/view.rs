@@ -427,7 +427,8 @@ pub struct BalanceUpdate {
     /// Asset, free, locked.
     pub balances: Vec<(AssetId, u64, u64)>,
     pub event_time_ms: u64,
-    /// A deposit or withdrawal (Binance `balanceUpdate`): asset and signed delta.
+    /// A deposit, or a reversed chain deposit (Binance `balanceUpdate`): asset and the
+    /// signed change of the free balance (a credit's part that paid a deficit is not in it).
     pub delta: Option<(AssetId, i128)>,
 }
 
@@ -435,11 +436,20 @@ pub struct BalanceUpdate {
 pub struct AccountView {
     /// Asset → (free, locked).
     pub balances: BTreeMap<AssetId, (u64, u64)>,
+    /// Asset → what reversed chain deposits could not take back (only entries above 0).
+    pub deficits: BTreeMap<AssetId, u64>,
     pub open: BTreeSet<OrderId>,
     pub closed: VecDeque<OrderId>,
     pub trades: VecDeque<Fill>,
     pub permissions: u64,
     pub update_time_ms: u64,
+}
+
+impl AccountView {
+    /// Owes a deficit: the engine refuses its withdrawals and new or raised buys.
+    pub fn is_frozen(&self) -> bool {
+        !self.deficits.is_empty()
+    }
 }
 
 /// The whole read model.
@@ -499,6 +509,14 @@ impl View {
                         .or_default()
                         .balances
                         .insert(asset, (free, locked));
+                }
+                let owed = ex.deficit(account, asset);
+                if owed > 0 {
+                    v.accounts
+                        .entry(account)
+                        .or_default()
+                        .deficits
+                        .insert(asset, owed);
                 }
             }
         }
@@ -696,6 +714,15 @@ impl View {
         self.last_seq = it.seq;
         let now_ms = it.ts_ns / 1_000_000;
         let mut balances: Vec<(AccountId, AssetId, u64, u64)> = Vec::new();
+        // A deposit's or a reversal's change of a free balance, for `balanceUpdate`.
+        let mut delta: Option<(AccountId, AssetId, i128)> = match *it.command {
+            Command::Deposit {
+                account,
+                asset,
+                amount,
+            } => Some((account, asset, amount as i128)),
+            _ => None,
+        };
         for e in it.events {
             match *e {
                 Event::AssetAdded { asset } => {
@@ -866,16 +893,44 @@ impl View {
                     a.update_time_ms = now_ms;
                     balances.push((account, asset, free, locked));
                 }
+                Event::DepositCredited {
+                    account,
+                    asset,
+                    amount,
+                    ..
+                } => delta = Some((account, asset, amount as i128)),
+                Event::DepositReversed {
+                    account,
+                    asset,
+                    debited,
+                    ..
+                } => delta = Some((account, asset, -(debited as i128))),
+                Event::DeficitChanged {
+                    account,
+                    asset,
+                    deficit,
+                } => {
+                    let a = self.accounts.entry(account).or_default();
+                    let before = if deficit == 0 {
+                        a.deficits.remove(&asset)
+                    } else {
+                        a.deficits.insert(asset, deficit)
+                    }
+                    .unwrap_or(0);
+                    // What a credit paid of the deficit never reached the balance.
+                    if let Some(d) = delta.as_mut().filter(|d| (d.0, d.1) == (account, asset)) {
+                        if deficit < before {
+                            d.2 -= (before - deficit) as i128;
+                        }
+                    }
+                }
+                Event::CommandRejected { .. } => delta = None,
                 Event::OrderRejected { .. }
                 | Event::CancelRejected { .. }
-                | Event::CommandRejected { .. }
                 | Event::WithdrawalHeld { .. }
                 | Event::WithdrawalReleased { .. }
                 | Event::WithdrawalFinalized { .. }
-                | Event::DepositCredited { .. }
-                | Event::DepositSettled { .. }
-                | Event::DepositReversed { .. }
-                | Event::DeficitChanged { .. } => {}
+                | Event::DepositSettled { .. } => {}
             }
         }
         if let (Command::PlaceOrder(_), Some(Event::OrderAccepted { order_id, .. })) =
@@ -901,27 +956,19 @@ impl View {
                 }
             }
         }
-        self.collect_balance_updates(it, now_ms, balances);
+        let delta = delta.filter(|d| d.2 != 0);
+        self.collect_balance_updates(now_ms, balances, delta);
     }
 
     fn collect_balance_updates(
         &mut self,
-        it: &BatchItem<'_>,
         now_ms: u64,
         balances: Vec<(AccountId, AssetId, u64, u64)>,
+        delta: Option<(AccountId, AssetId, i128)>,
     ) {
         if balances.is_empty() {
             return;
         }
-        let delta = match *it.command {
-            Command::Deposit {
-                account,
-                asset,
-                amount,
-            } => Some((account, asset, amount as i128)),
-            Command::WithdrawFinalize { .. } => None,
-            _ => None,
-        };
         let mut accounts: Vec<AccountId> = balances.iter().map(|b| b.0).collect();
         accounts.sort_unstable();
         accounts.dedup();

@@ -1746,6 +1746,125 @@ mod tests {
     }
 
     #[test]
+    fn chain_deposits_reversals_and_the_freeze() {
+        let hub = UserHub::new();
+        let mut m = Market::new();
+        let mut rx = hub.subscribe(MAKER, 64).unwrap().rx;
+        m.apply(Command::DepositCredit {
+            deposit: 1,
+            account: MAKER,
+            asset: BTC,
+            amount: 100_000_000,
+        });
+        hub.publish(&m.view);
+        let ev = events(&mut rx);
+        assert_eq!(
+            (ev[0]["e"].as_str(), ev[0]["d"].as_str()),
+            (Some("balanceUpdate"), Some("1.00000000"))
+        );
+        assert_eq!(ev[1]["e"], "outboundAccountPosition");
+
+        // The money is sold and withdrawn but for one order's hold, then the chain drops
+        // the deposit: the order is cancelled, its 0.001 BTC taken, 0.999 BTC owed.
+        m.limit(MAKER, Side::Sell, TimeInForce::Gtc, "s-1");
+        m.apply(Command::WithdrawHold {
+            account: MAKER,
+            asset: BTC,
+            amount: 99_900_000,
+            withdrawal: 1,
+        });
+        m.apply(Command::WithdrawFinalize { withdrawal: 1 });
+        hub.publish(&m.view);
+        events(&mut rx);
+        m.apply(Command::DepositReverse { deposit: 1 });
+        hub.publish(&m.view);
+        let ev = events(&mut rx);
+        assert_eq!(
+            (
+                ev[0]["x"].as_str(),
+                ev[0]["X"].as_str(),
+                ev[0]["c"].as_str()
+            ),
+            (Some("CANCELED"), Some("CANCELED"), Some("s-1"))
+        );
+        assert_eq!(
+            (ev[1]["e"].as_str(), ev[1]["d"].as_str()),
+            (Some("balanceUpdate"), Some("-0.00100000"))
+        );
+        assert_eq!(
+            ev[2]["B"],
+            json!([{"a": "BTC", "f": "0.00000000", "l": "0.00000000"}])
+        );
+        let a = &m.view.accounts[&MAKER];
+        assert_eq!(a.deficits.get(&BTC), Some(&99_900_000));
+        assert!(a.is_frozen() && !m.view.accounts.contains_key(&TAKER));
+        assert!(m.view.open_orders(MAKER).is_empty());
+
+        // A restarted read model knows the deficit too; the account shows it may not
+        // withdraw, and may still trade (sell).
+        let restarted = View::from_exchange(&m.ex, m.seq, 0);
+        assert_eq!(restarted.accounts[&MAKER].deficits, a.deficits);
+        struct Stopped;
+        impl crate::Backend for Stopped {
+            fn submit(
+                &self,
+                _: Command,
+            ) -> Result<tokio::sync::oneshot::Receiver<crate::Reply>, crate::SubmitError>
+            {
+                Err(crate::SubmitError::Stopped)
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("fulgur-wsapi-frozen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let api = crate::Api::new(
+            crate::ApiConfig {
+                data_dir: dir.clone(),
+                limits: Default::default(),
+                reply_timeout: std::time::Duration::from_secs(1),
+            },
+            Arc::new(Stopped),
+            crate::Feed::new(restarted),
+        )
+        .unwrap();
+        let p = crate::params::Params::default();
+        let acct = orders::account(&api, MAKER, &p).unwrap();
+        assert_eq!(
+            (&acct["canTrade"], &acct["canWithdraw"]),
+            (&json!(true), &json!(false))
+        );
+        let acct = orders::account(&api, TAKER, &p).unwrap();
+        assert_eq!(
+            (&acct["canTrade"], &acct["canWithdraw"]),
+            (&json!(true), &json!(true))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        for e in [
+            orders::place_rejection(RejectReason::AccountFrozen, OrderType::Limit),
+            orders::cancel_rejection(RejectReason::AccountFrozen),
+        ] {
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (
+                    -2010,
+                    "This account is frozen until its deficit is covered."
+                )
+            );
+        }
+
+        // A deposit pays the deficit first: only the rest reaches the balance, and its
+        // balanceUpdate says so.
+        m.apply(Command::Deposit {
+            account: MAKER,
+            asset: BTC,
+            amount: 100_000_000,
+        });
+        hub.publish(&m.view);
+        let ev = events(&mut rx);
+        assert_eq!(ev[0]["d"], "0.00100000");
+        assert!(!m.view.accounts[&MAKER].is_frozen());
+    }
+
+    #[test]
     fn slow_and_gone_subscribers_are_dropped() {
         let hub = UserHub::new();
         let mut m = Market::new();

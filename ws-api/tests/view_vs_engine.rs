@@ -1,6 +1,8 @@
 //! The read model against the engine: after every command of a random stream, the view's
-//! books, update ids, balances and open orders equal the engine's own, and a view started
-//! from the engine's state in the middle (a restart) goes on equal to it.
+//! books, update ids, balances, deficits and open orders equal the engine's own, and a view
+//! started from the engine's state in the middle (a restart) goes on equal to it. The stream
+//! includes chain deposits drained and reversed, so orders are cancelled by reversals and
+//! accounts freeze and are covered again.
 
 use fulgur_engine::*;
 use fulgur_ws_api::view::{order_from_events, OrderStatus, View};
@@ -68,8 +70,10 @@ fn setup() -> Vec<Command> {
     v
 }
 
-fn random_command(rng: &mut Rng, next_id: u64) -> Command {
+fn random_command(rng: &mut Rng, ex: &Exchange) -> Command {
+    let next_id = ex.next_order_id();
     let account = 1 + rng.below(4) as u32;
+    let asset = rng.below(2) as u32;
     let side = if rng.below(2) == 0 {
         Side::Buy
     } else {
@@ -96,7 +100,7 @@ fn random_command(rng: &mut Rng, next_id: u64) -> Command {
             stp,
         })
     };
-    match rng.below(20) {
+    match rng.below(24) {
         0..=7 => place(
             OrderType::Limit,
             TimeInForce::Gtc,
@@ -149,12 +153,46 @@ fn random_command(rng: &mut Rng, next_id: u64) -> Command {
             new_qty: 1 + rng.below(40),
             new_price: if rng.below(2) == 0 { None } else { Some(price) },
         },
-        _ => Command::Deposit {
+        19 => Command::Deposit {
             account,
-            asset: rng.below(2) as u32,
-            amount: 1 + rng.below(1_000_000),
+            asset,
+            // Mostly small; to a frozen account, often enough to cover what it owes.
+            amount: match ex.deficit(account, asset) {
+                d if d > 0 && rng.below(2) == 0 => d + rng.below(1_000_000),
+                _ => 1 + rng.below(1_000_000),
+            },
+        },
+        20 => Command::DepositCredit {
+            deposit: rng.below(8),
+            account,
+            asset,
+            amount: if rng.below(3) == 0 {
+                ex.balance(account, asset).0.max(1)
+            } else {
+                1 + rng.below(1_000_000)
+            },
+        },
+        21 => Command::DepositSettle {
+            deposit: rng.below(8),
+        },
+        22 => Command::DepositReverse {
+            deposit: rng.below(8),
+        },
+        // Everything free goes out (and is paid): a reversal then cancels and owes.
+        _ if rng.below(2) == 0 => Command::WithdrawHold {
+            account,
+            asset,
+            amount: ex.balance(account, asset).0,
+            withdrawal: rng.below(4),
+        },
+        _ => Command::WithdrawFinalize {
+            withdrawal: rng.below(4),
         },
     }
+}
+
+fn account_of(view: &View, order_id: OrderId) -> AccountId {
+    view.orders.get(&order_id).map_or(u32::MAX, |o| o.account)
 }
 
 fn assert_same(view: &View, ex: &Exchange, at: u64) {
@@ -183,7 +221,22 @@ fn assert_same(view: &View, ex: &Exchange, at: u64) {
                 ex.balance(account, asset),
                 "balance {account}/{asset} after seq {at}"
             );
+            let d = view
+                .accounts
+                .get(&account)
+                .and_then(|a| a.deficits.get(&asset).copied())
+                .unwrap_or(0);
+            assert_eq!(
+                d,
+                ex.deficit(account, asset),
+                "deficit {account}/{asset} after seq {at}"
+            );
         }
+        assert_eq!(
+            view.accounts.get(&account).is_some_and(|a| a.is_frozen()),
+            ex.is_frozen(account),
+            "frozen {account} after seq {at}"
+        );
         let engine: Vec<(u64, u64, u64)> = ex
             .open_orders(account)
             .iter()
@@ -211,11 +264,12 @@ fn the_view_follows_the_engine_exactly() {
     let commands: Vec<Command> = setup();
     let mut events = Vec::new();
     let mut statuses_seen = std::collections::HashSet::new();
+    let (mut reversal_cancels, mut deficits, mut covered) = (0, 0, 0);
     for i in 0..20_000u64 {
         let command = if (i as usize) < commands.len() {
             commands[i as usize].clone()
         } else {
-            random_command(&mut rng, ex.next_order_id())
+            random_command(&mut rng, &ex)
         };
         seq += 1;
         let ts_ns = 1_700_000_000_000_000_000 + seq * 1_000_000;
@@ -226,6 +280,24 @@ fn the_view_follows_the_engine_exactly() {
         };
         events.clear();
         ex.apply(&sequenced, &mut events);
+        for e in &events {
+            match e {
+                Event::OrderCancelled {
+                    reason: CancelReason::DepositReversed,
+                    order_id,
+                    ..
+                } => {
+                    reversal_cancels += 1;
+                    assert!(view
+                        .open_orders(account_of(&view, *order_id))
+                        .iter()
+                        .any(|o| o.order_id == *order_id));
+                }
+                Event::DeficitChanged { deficit, .. } if *deficit > 0 => deficits += 1,
+                Event::DeficitChanged { .. } => covered += 1,
+                _ => {}
+            }
+        }
         let item = BatchItem {
             seq,
             ts_ns,
@@ -233,6 +305,19 @@ fn the_view_follows_the_engine_exactly() {
             events: &events,
         };
         view.apply(&[item]);
+        // Orders a reversal cancelled read CANCELED.
+        for e in &events {
+            if let Event::OrderCancelled {
+                reason: CancelReason::DepositReversed,
+                order_id,
+                ..
+            } = e
+            {
+                if let Some(o) = view.orders.get(order_id) {
+                    assert_eq!(o.status, OrderStatus::Canceled, "seq {seq}");
+                }
+            }
+        }
         if let Some(r) = restarted.as_mut() {
             View::apply(r, &[item]);
         }
@@ -276,6 +361,10 @@ fn the_view_follows_the_engine_exactly() {
             assert_same(r, &ex, seq);
         }
     }
+    assert!(
+        reversal_cancels > 0 && deficits > 0 && covered > 0,
+        "reversal cancels {reversal_cancels}, deficits {deficits}, covered {covered}"
+    );
     for s in [
         OrderStatus::New,
         OrderStatus::PartiallyFilled,

@@ -611,10 +611,11 @@ impl RefExchange {
                 return Err(R::NotPermitted);
             }
         }
+        // 6. frozen
         if p.side == Side::Buy && self.is_frozen(p.account) {
             return Err(R::AccountFrozen);
         }
-        // 6. shape
+        // 7. shape
         match p.order_type {
             OrderType::Market => {
                 if p.price.is_some() {
@@ -641,25 +642,25 @@ impl RefExchange {
             }
         }
         // From here on a limit order has a price and a Base quantity.
-        // 7. price filter
+        // 8. price filter
         if let Some(price) = p.price {
             if self.outside_price_filter(p.market, price) {
                 return Err(R::PriceFilter);
             }
         }
-        // 8. lot size
+        // 9. lot size
         if let Quantity::Base(q) = p.quantity {
             if self.outside_lot_size(p.market, q) {
                 return Err(R::LotSize);
             }
         }
-        // 9. band
+        // 10. band
         if let Some(price) = p.price {
             if self.outside_band(p.market, price) {
                 return Err(R::PercentPrice);
             }
         }
-        // 10. notional
+        // 11. notional
         let per = m.per as u128;
         let notional: Option<u128> = match (p.price, p.quantity) {
             (_, Quantity::Quote(0)) => return Err(R::Notional),
@@ -674,7 +675,7 @@ impl RefExchange {
                 return Err(R::Notional);
             }
         }
-        // 11. duplicate client order id
+        // 12. duplicate client order id
         if !p.client_order_id.is_none()
             && self
                 .orders
@@ -683,7 +684,7 @@ impl RefExchange {
         {
             return Err(R::DuplicateClientOrderId);
         }
-        // 12-13. only for orders that can rest
+        // 13-14. only for orders that can rest
         if can_rest(p.order_type, p.tif) {
             let price = p.price.expect("limit price");
             let mine = self
@@ -711,7 +712,7 @@ impl RefExchange {
                 return Err(R::CapacityExceeded);
             }
         }
-        // 14. post-only
+        // 15. post-only
         if p.order_type == OrderType::LimitMaker {
             let price = p.price.expect("limit price");
             if let Some(best) = self.best_price(p.market, p.side.opposite()) {
@@ -720,7 +721,7 @@ impl RefExchange {
                 }
             }
         }
-        // 15. balance
+        // 16. balance
         let (base, quote) = (m.spec.base, m.spec.quote);
         let free_base = self.balance(p.account, base).0 as u128;
         let free_quote = self.balance(p.account, quote).0 as u128;
