@@ -372,6 +372,12 @@ mod tests {
         );
         assert_eq!(c.engine.max_orders, 4096);
         assert_eq!(c.engine.max_accounts, EngineSection::default().max_accounts);
+        let c = Config::from_toml("[engine]\nmax_pending_deposits = 128\n").unwrap();
+        assert_eq!(c.engine.engine_config().max_pending_deposits, 128);
+        assert_eq!(
+            c.engine.engine_config().max_pending_withdrawals,
+            EngineConfig::default().max_pending_withdrawals
+        );
         assert_eq!(c.data_dir, PathBuf::from("./data"));
     }
 
@@ -390,6 +396,41 @@ mod tests {
     }
 
     #[test]
+    fn a_bitcoin_section_is_checked() {
+        assert_eq!(Config::default().bitcoin, None, "custody is off by default");
+        let c =
+            Config::from_toml("[bitcoin]\nrpc_cookie_file = \"/x/.cookie\"\nconfirmations = 1\n")
+                .unwrap();
+        let b = c.bitcoin.unwrap();
+        let cc = b.custody_config().unwrap();
+        assert_eq!((cc.confirmations, cc.batch_window_ms), (1, 60_000));
+        let bad = |t: &str| {
+            Config::from_toml(t)
+                .ok()
+                .and_then(|c| c.bitcoin)
+                .map(|b| b.custody_config())
+        };
+        // No credentials, both kinds, an unknown network, zero confirmations.
+        assert!(bad("[bitcoin]\n").unwrap().is_err());
+        assert!(bad(
+            "[bitcoin]\nrpc_cookie_file = \"c\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n"
+        )
+        .unwrap()
+        .is_err());
+        assert!(
+            bad("[bitcoin]\nrpc_cookie_file = \"c\"\nnetwork = \"moon\"\n")
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            bad("[bitcoin]\nrpc_cookie_file = \"c\"\nconfirmations = 0\n")
+                .unwrap()
+                .is_err()
+        );
+        assert!(Config::from_toml("[bitcoin]\nrpc_cokie_file = \"c\"\n").is_err());
+    }
+
+    #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../docs/config.md");
         for key in [
@@ -403,6 +444,7 @@ mod tests {
             "max_levels_per_side",
             "max_gtd_orders",
             "max_pending_withdrawals",
+            "max_pending_deposits",
             "fee_account",
             "gateways",
             "queue_capacity",
@@ -417,6 +459,22 @@ mod tests {
             "segment_bytes",
             "every_commands",
             "keep",
+            "network",
+            "rpc_url",
+            "rpc_cookie_file",
+            "rpc_user",
+            "rpc_password",
+            "confirmations",
+            "final_confirmations",
+            "batch_window_ms",
+            "hot_wallet_ceiling_sat",
+            "poll_interval_ms",
+            "fallback_fee_sat_per_vb",
+            "withdraw_fee_sat",
+            "withdraw_min_sat",
+            "withdraw_max_sat",
+            "max_queued_withdrawals",
+            "max_outputs_per_batch",
         ] {
             assert!(
                 doc.contains(&format!("`{key}`")),

@@ -42,6 +42,11 @@ impl Ledger for ExchangeLedger {
         out.sort_unstable();
         out
     }
+
+    fn is_frozen(&self, account: AccountId) -> bool {
+        let v = self.exchange.feed.view();
+        v.accounts.get(&account).is_some_and(|a| a.is_frozen())
+    }
 }
 
 impl BitcoinSection {
@@ -209,6 +214,10 @@ fn withdrawal_json(w: &store::Withdrawal) -> Value {
 }
 
 impl Capital for CustodyApi {
+    fn enabled(&self) -> bool {
+        self.custody.is_some()
+    }
+
     fn deposit_address(&self, account: AccountId, p: &Params) -> Result<Value, ApiError> {
         let c = self.custody()?;
         check_coin(p, true)?;
@@ -291,9 +300,7 @@ impl Capital for CustodyApi {
                 let (free, locked) = acc
                     .and_then(|x| x.balances.get(&a.id).copied())
                     .unwrap_or((0, 0));
-                let scale = fulgur_ws_api::view::print_scale(a.decimals);
                 let amt = |m: u64| fulgur_ws_api::view::quote_decimal(m as u128, a.decimals);
-                let _ = scale;
                 let chain = a.symbol == "BTC" && self.custody.is_some();
                 let mut networks = Vec::new();
                 if let (true, Some(c)) = (chain, &self.custody) {
@@ -388,12 +395,8 @@ pub fn make_proofs(
         liabilities: tree.root.clone(),
         reserves,
     };
-    let write = |name: &str, v: &dyn erased::Json| -> Result<(), String> {
-        let p = dir.join(name);
-        std::fs::write(&p, v.json()).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    write("proofs.json", &proofs)?;
-    write("liabilities-tree.json", &tree)?;
+    write_json(&dir.join("proofs.json"), &proofs)?;
+    write_json(&dir.join("liabilities-tree.json"), &tree)?;
     Ok(json!({
         "reserves_sat": proven,
         "liabilities_sat": tree.root.total,
@@ -404,13 +407,7 @@ pub fn make_proofs(
     }))
 }
 
-mod erased {
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string_pretty(self).expect("serializable")
-        }
-    }
+fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }

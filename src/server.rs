@@ -403,30 +403,42 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Why an operator request is refused, if it is: the operator endpoints want a loopback client holding the data directory's admin token
+/// (any local process can reach loopback; only the directory's owner reads the token).
+fn operator_refusal(
+    s: &AppState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    if !peer.ip().is_loopback() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            -2015,
+            "The command endpoint is for loopback clients only.",
+        ));
+    }
+    let token = headers
+        .get("x-fulgur-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !fulgur_ws_api::auth::admin_token_matches(&s.admin_token, token) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            -1002,
+            "You are not authorized to execute this request.",
+        ));
+    }
+    None
+}
+
 async fn command(
     State(s): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !peer.ip().is_loopback() {
-        return error(
-            StatusCode::FORBIDDEN,
-            -2015,
-            "The command endpoint is for loopback clients only.",
-        );
-    }
-    // Any local process can reach loopback; only the data directory's owner has the token.
-    let token = headers
-        .get("x-fulgur-admin-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !fulgur_ws_api::auth::admin_token_matches(&s.admin_token, token) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            -1002,
-            "You are not authorized to execute this request.",
-        );
+    if let Some(r) = operator_refusal(&s, peer, &headers) {
+        return r;
     }
     let command: Command = match serde_json::from_slice(&body) {
         Ok(c) => c,
@@ -460,6 +472,7 @@ async fn command(
 
 /// `POST /fulgur/v1/admin/custody/<action>` (loopback + admin token): `status`, `batch`
 /// (send the withdrawal batch now), `proof` (`{"message":..,"cold_keys":[FILE..]}`),
+/// `verify` (`{"reserves":<proofs.json's reserves>}`: checked against today's UTXOs),
 /// `cold-psbt` (`{"address":..,"amount_sat":N}`), `broadcast` (`{"psbt":BASE64}`).
 async fn custody_admin(
     State(s): State<AppState>,
@@ -468,17 +481,8 @@ async fn custody_admin(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let token = headers
-        .get("x-fulgur-admin-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !peer.ip().is_loopback() || !fulgur_ws_api::auth::admin_token_matches(&s.admin_token, token)
-    {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            -1002,
-            "You are not authorized to execute this request.",
-        );
+    if let Some(r) = operator_refusal(&s, peer, &headers) {
+        return r;
     }
     let Some(c) = s.custody.clone() else {
         return error(
@@ -529,6 +533,14 @@ async fn custody_admin(
                         .unwrap_or(Ok(Vec::new()))
                         .map_err(|e| (400, -1100, e))?;
                     crate::custody::make_proofs(&c, message, &keys).map_err(internal)
+                }
+                "verify" => {
+                    let p: fulgur_custody::proof::ReservesProof =
+                        serde_json::from_value(args["reserves"].clone())
+                            .map_err(|e| (400, -1100, format!("not a proof of reserves: {e}")))?;
+                    c.verify_reserves(&p)
+                        .map(|sat| serde_json::json!({"reserves_sat": sat}))
+                        .map_err(|e| (400, -4032, e))
                 }
                 "cold-psbt" => {
                     let address = args["address"].as_str().unwrap_or("");

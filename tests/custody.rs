@@ -488,6 +488,14 @@ fn reorgs_before_and_after_crediting() {
         &format!("coin=BTC&address={dest}&amount=0.001"),
     );
     assert_eq!(r.status, 200, "no longer frozen: {}", r.body);
+    admin(&s, "batch", json!({}));
+    let w = carol
+        .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+        .json();
+    assert!(
+        w.as_array().unwrap().iter().all(|w| w["txId"] != ""),
+        "both paid now: {w}"
+    );
     drop(s);
 }
 
@@ -541,6 +549,15 @@ fn a_crash_after_signing_or_after_broadcast_never_pays_twice() {
         std::mem::forget(s);
         let s = Server::start_with(data_keep, Some(&cfg), &[]);
         let dave = client(&s, 505);
+        // The restarted service (re)broadcasts the stored transaction; then it is mined.
+        wait_for("the stored batch in the mempool", || {
+            let h = dave
+                .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+                .json();
+            let txid = h[0]["txId"].as_str()?.to_string();
+            let pool: Value = chain.node.client.call("getrawmempool", &[]).ok()?;
+            pool.as_array()?.contains(&json!(txid)).then_some(())
+        });
         chain.mine(2);
         wait_for("the withdrawal's completion", || {
             let h = dave
@@ -562,4 +579,139 @@ fn a_crash_after_signing_or_after_broadcast_never_pays_twice() {
         );
         assert_eq!(btc(&dave), (100_000_000 - 10_001_000, 0));
     }
+}
+
+/// `fulgur custody psbt sign`, as an offline signer runs it.
+fn sign_offline(psbt: &str, key: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulgur"))
+        .args(["custody", "psbt", "sign", "--psbt", psbt, "--key"])
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "signed 1 input(s)"
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn cold_sweep_two_of_three_withdrawal_and_proofs() {
+    let Some(mut chain) = Chain::start("cold") else {
+        return;
+    };
+    let data = data_dir("cold");
+    let cfg = chain.config(&data, "hot_wallet_ceiling_sat = 50000000\n");
+    let s = Server::start_with(data.clone(), Some(&cfg), &[]);
+    let eve = client(&s, 506);
+    chain.pay(&deposit_address(&eve), 200_000_000);
+    chain.mine(2);
+    wait_for("the credit", || (btc(&eve).0 == 200_000_000).then_some(()));
+
+    // Over the 0.5 BTC ceiling: the deposit is swept, all but a quarter of a BTC to cold.
+    admin(&s, "batch", json!({}));
+    chain.mine(2);
+    let b = wait_for("the sweep", || {
+        let b = admin(&s, "status", json!({}))["balances"].clone();
+        (b["cold_sat"] == 175_000_000).then_some(b)
+    });
+    assert_eq!(b["deposit_sat"], 0, "{b}");
+    let hot = b["hot_sat"].as_u64().unwrap();
+    assert!(
+        hot < 25_000_000 && hot > 24_990_000,
+        "hot keeps half the ceiling less the fee: {b}"
+    );
+
+    // A cold withdrawal: a PSBT, two offline signers, then broadcast.
+    let dest = addr_of(41, Network::Regtest);
+    let psbt = admin(
+        &s,
+        "cold-psbt",
+        json!({"address": dest, "amount_sat": 100_000_000}),
+    )["psbt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let keys = s.data.join("custody");
+    let one = sign_offline(&psbt, &keys.join("cold-1.xprv"));
+    let token = common::admin_token(s.addr);
+    let post = |action: &str, body: Value| {
+        common::request(
+            s.addr,
+            "POST",
+            &format!("/fulgur/v1/admin/custody/{action}"),
+            &[("X-Fulgur-Admin-Token", &token)],
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = post("broadcast", json!({"psbt": one}));
+    assert_eq!(
+        r.code(),
+        -4032,
+        "one signature of two is not enough: {}",
+        r.body
+    );
+    let two = sign_offline(&one, &keys.join("cold-3.xprv"));
+    let txid = admin(&s, "broadcast", json!({"psbt": two}))["txid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    chain.mine(1);
+    assert_eq!(
+        chain.received(&dest, Txid::from_str(&txid).unwrap()),
+        100_000_000
+    );
+
+    // Both proofs, made and checked; a tampered one fails.
+    chain.mine(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let cold_keys: Vec<String> = ["cold-1.xprv", "cold-2.xprv"]
+        .iter()
+        .map(|k| keys.join(k).display().to_string())
+        .collect();
+    let summary = admin(
+        &s,
+        "proof",
+        json!({"message": "audit 2026-11-21", "cold_keys": cold_keys}),
+    );
+    assert_eq!(
+        summary["reserves_sat"].as_u64().unwrap(),
+        reserves(&s),
+        "{summary}"
+    );
+    assert_eq!(summary["unproven"], json!([]), "{summary}");
+    let proofs: Value =
+        serde_json::from_slice(&std::fs::read(keys.join("proofs").join("proofs.json")).unwrap())
+            .unwrap();
+    let mut reserves_proof = proofs["reserves"].clone();
+    let r = post("verify", json!({"reserves": reserves_proof}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    reserves_proof["wallets"][0]["amount_sat"] =
+        json!(reserves_proof["wallets"][0]["amount_sat"].as_u64().unwrap() + 1);
+    assert_eq!(
+        post("verify", json!({"reserves": reserves_proof})).code(),
+        -4032
+    );
+    let mut reserves_proof = proofs["reserves"].clone();
+    reserves_proof["message"] = json!("another challenge");
+    assert_eq!(
+        post("verify", json!({"reserves": reserves_proof})).code(),
+        -4032
+    );
+
+    let r = eve.signed("GET", "/fulgur/v1/proof/liabilities", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let root: fulgur_custody::liabilities::Root =
+        serde_json::from_value(v["root"].clone()).unwrap();
+    let mut p: fulgur_custody::liabilities::Inclusion =
+        serde_json::from_value(v["inclusion"].clone()).unwrap();
+    assert_eq!(p.balance, 200_000_000);
+    assert_eq!(root.total, summary["liabilities_sat"].as_u64().unwrap());
+    fulgur_custody::liabilities::verify(&p, &root).unwrap();
+    p.balance -= 1;
+    assert!(fulgur_custody::liabilities::verify(&p, &root).is_err());
+    drop(s);
 }

@@ -83,7 +83,8 @@ impl Default for CustodyConfig {
         CustodyConfig {
             network: bitcoin::Network::Regtest,
             rpc_url: "http://127.0.0.1:18443".into(),
-            rpc_auth: RpcAuth::CookieFile(PathBuf::from("~/.bitcoin/regtest/.cookie")),
+            // None that would work: `[bitcoin]` must name its cookie file or user.
+            rpc_auth: RpcAuth::CookieFile(PathBuf::new()),
             confirmations: 3,
             final_confirmations: 100,
             batch_window_ms: 60_000,
@@ -108,6 +109,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// Every account's total (free + locked) of an asset, ascending account: the
     /// liabilities.
     fn balances(&self, asset: AssetId) -> Vec<(AccountId, u64)>;
+    /// Whether the account owes a deficit (a reversed deposit it had spent): its held
+    /// withdrawals wait until it is covered.
+    fn is_frozen(&self, account: AccountId) -> bool;
 }
 
 /// An error with Binance's code and words, for the API.

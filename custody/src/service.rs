@@ -508,11 +508,7 @@ impl Custody {
                     ),
                 )
             })?;
-        match self.hold(&g, id, account, hold, true) {
-            Ok(true) => Ok(id),
-            Ok(false) => unreachable!("a hold answers held or an error"),
-            Err(e) => Err(e),
-        }
+        self.hold(&g, id, account, hold, true).map(|()| id)
     }
 
     /// Sends `WithdrawHold` for a stored request and records the answer. A refusal while
@@ -524,7 +520,7 @@ impl Custody {
         account: AccountId,
         hold: u64,
         from_api: bool,
-    ) -> Result<bool, CustodyError> {
+    ) -> Result<(), CustodyError> {
         let ev = self
             .ledger
             .submit(Command::WithdrawHold {
@@ -553,10 +549,7 @@ impl Custody {
                 .map_err(CustodyError::internal)
         };
         match rejected(&ev) {
-            None | Some(RejectReason::DuplicateWithdrawal) => {
-                set(withdrawal::HELD, "")?;
-                Ok(true)
-            }
+            None | Some(RejectReason::DuplicateWithdrawal) => set(withdrawal::HELD, ""),
             Some(RejectReason::InsufficientBalance) => {
                 set(withdrawal::REJECTED, "insufficient balance")?;
                 Err(CustodyError::new(
@@ -592,7 +585,7 @@ impl Custody {
             .map_err(sql)?
         {
             match self.hold(inner, w.id, w.account, w.hold_sat, false) {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(e) if e.code == -1007 => {
                     return Err("ledger busy: withdrawal holds wait".into())
                 }
@@ -632,6 +625,9 @@ impl Custody {
     /// confirmed deposits into the hot wallet and the excess over the ceiling to cold.
     fn make_batch(&self, inner: &mut Inner) -> Result<(), String> {
         let mut held = inner.store.withdrawals_in(withdrawal::HELD).map_err(sql)?;
+        // A reorg took back a deposit such an account had already spent: what it asked to
+        // withdraw stays held (not paid out of the exchange's coins) until it is covered.
+        held.retain(|w| !self.ledger.is_frozen(w.account));
         held.truncate(self.cfg.max_outputs_per_batch as usize);
         let n = self.cfg.confirmations;
         let sweep: Vec<_> = inner

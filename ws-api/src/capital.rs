@@ -22,6 +22,8 @@ use crate::Api;
 /// What answers the capital endpoints. Calls may block (bitcoind, the ledger): they run
 /// on the blocking pool.
 pub trait Capital: Send + Sync + 'static {
+    /// Whether deposits and withdrawals are on (`canDeposit` of `/api/v3/account`).
+    fn enabled(&self) -> bool;
     fn deposit_address(&self, account: AccountId, p: &Params) -> Result<Value, ApiError>;
     fn deposit_history(&self, account: AccountId, p: &Params) -> Result<Value, ApiError>;
     fn withdraw(&self, account: AccountId, p: &Params) -> Result<Value, ApiError>;

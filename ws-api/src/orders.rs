@@ -727,7 +727,7 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
                             "buyer": "0.00000000", "seller": "0.00000000"},
         "canTrade": true,
         "canWithdraw": !frozen,
-        "canDeposit": false,
+        "canDeposit": api.capital.get().is_some_and(|c| c.enabled()),
         "brokered": false,
         "requireSelfTradePrevention": false,
         "preventSor": false,
