@@ -11,11 +11,10 @@
 mod common;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{in_ci, python, root, Server};
 
 /// What each account is credited with, on top of the demo's own deposits.
 const DEPOSITS: [&str; 4] = ["USDT", "BTC", "ETH", "USDC"];
@@ -27,36 +26,6 @@ const ACCOUNTS: [u32; 4] = [1, 2, 3, 4];
 
 /// The script keeps itself well under two minutes; this only catches a hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The virtualenv's python (the last line `scripts/python-env.sh` prints), or why not.
-fn python() -> Result<PathBuf, String> {
-    let out = Process::new("bash")
-        .arg(root().join("scripts/python-env.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run scripts/python-env.sh: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match (
-        out.status.success(),
-        stdout.lines().rev().find(|l| !l.trim().is_empty()),
-    ) {
-        (true, Some(path)) => Ok(PathBuf::from(path.trim())),
-        _ => Err(format!(
-            "scripts/python-env.sh failed ({}):\n{}{}",
-            out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        )),
-    }
-}
 
 fn deposit(s: &Server, account: u32, asset: &str) {
     let out = Process::new(env!("CARGO_BIN_EXE_fulgur"))

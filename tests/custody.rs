@@ -715,3 +715,64 @@ fn cold_sweep_two_of_three_withdrawal_and_proofs() {
     assert!(fulgur_custody::liabilities::verify(&p, &root).is_err());
     drop(s);
 }
+
+/// One phase of `tests/ccxt/capital.py` (ccxt's own deposit and withdrawal calls); its
+/// JSON line.
+fn ccxt_phase(python: &Path, s: &Server, c: &Client, phase: &str, to: &str) -> Value {
+    let out = std::process::Command::new(python)
+        .arg(common::root().join("tests/ccxt/capital.py"))
+        .arg(phase)
+        .args(["--base", &format!("http://{}", s.addr)])
+        .args(["--key", &c.key, "--secret", &c.secret, "--to", to])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ccxt {phase}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+#[test]
+fn ccxt_deposits_and_withdraws() {
+    let python = match common::python() {
+        Ok(p) => p,
+        Err(why) if !common::in_ci() => return eprintln!("skipped: no ccxt environment: {why}"),
+        Err(why) => panic!("CI needs the ccxt Python environment: {why}"),
+    };
+    let Some(mut chain) = Chain::start("ccxt") else {
+        return;
+    };
+    let data = data_dir("ccxt");
+    let cfg = chain.config(&data, "");
+    let s = Server::start_with(data.clone(), Some(&cfg), &[]);
+    let frank = client(&s, 507);
+    let to = addr_of(51, Network::Regtest);
+    let addr = ccxt_phase(&python, &s, &frank, "address", &to)["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(addr, deposit_address(&frank));
+    chain.pay(&addr, 50_000_000);
+    chain.mine(2);
+    wait_for("the credit", || (btc(&frank).0 == 50_000_000).then_some(()));
+    ccxt_phase(&python, &s, &frank, "credited", &to);
+    admin(&s, "batch", json!({}));
+    chain.mine(2);
+    wait_for("the withdrawal's completion", || {
+        let h = frank
+            .signed("GET", "/sapi/v1/capital/withdraw/history", "")
+            .json();
+        (h[0]["status"] == 6).then_some(())
+    });
+    let txid = ccxt_phase(&python, &s, &frank, "done", &to)["txid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        chain.received(&to, Txid::from_str(&txid).unwrap()),
+        10_000_000
+    );
+}

@@ -274,3 +274,33 @@ impl Client {
         .unwrap()
     }
 }
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The ccxt virtualenv's python (the last line `scripts/python-env.sh` prints), or why not.
+pub fn python() -> Result<PathBuf, String> {
+    let out = Process::new("bash")
+        .arg(root().join("scripts/python-env.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run scripts/python-env.sh: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match (
+        out.status.success(),
+        stdout.lines().rev().find(|l| !l.trim().is_empty()),
+    ) {
+        (true, Some(path)) => Ok(PathBuf::from(path.trim())),
+        _ => Err(format!(
+            "scripts/python-env.sh failed ({}):\n{}{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
