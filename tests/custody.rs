@@ -294,6 +294,38 @@ fn data_dir(name: &str) -> PathBuf {
 }
 
 #[test]
+fn without_a_bitcoin_section_the_capital_endpoints_say_so() {
+    let s = Server::start("no-custody");
+    let c = client(&s, 1);
+    for (method, path, params) in [
+        ("GET", "/sapi/v1/capital/deposit/address", "coin=BTC"),
+        ("GET", "/sapi/v1/capital/deposit/hisrec", ""),
+        (
+            "POST",
+            "/sapi/v1/capital/withdraw/apply",
+            "coin=BTC&address=x&amount=1",
+        ),
+        ("GET", "/sapi/v1/capital/withdraw/history", ""),
+    ] {
+        let r = c.signed(method, path, params);
+        assert_eq!((r.status, r.code()), (400, -4019), "{path}: {}", r.body);
+        assert!(r.body.contains("not enabled"), "{}", r.body);
+    }
+    // The coin list still answers, with nothing open for deposits.
+    let coins = c.signed("GET", "/sapi/v1/capital/config/getall", "").json();
+    let btc = coins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["coin"] == "BTC")
+        .unwrap()
+        .clone();
+    assert_eq!(btc["depositAllEnable"], false, "{btc}");
+    let acct = c.signed("GET", "/api/v3/account", "").json();
+    assert_eq!(acct["canDeposit"], false);
+}
+
+#[test]
 fn deposits_are_credited_after_n_confirmations_and_withdrawals_go_out_in_one_batch() {
     let Some(mut chain) = Chain::start("batch") else {
         return;
@@ -393,6 +425,19 @@ fn deposits_are_credited_after_n_confirmations_and_withdrawals_go_out_in_one_bat
     for (a, sat) in &dests {
         assert_eq!(chain.received(a, txid), *sat, "exact amount to {a}");
     }
+    // The network fee: the configured fallback rate (regtest has no estimate), paid by the
+    // exchange's change, never by a recipient.
+    let entry: Value = chain
+        .node
+        .client
+        .call("getmempoolentry", &[json!(txid.to_string())])
+        .unwrap();
+    let fee_sat = (entry["fees"]["base"].as_f64().unwrap() * 1e8).round() as u64;
+    let vsize = entry["vsize"].as_u64().unwrap();
+    assert!(
+        (2 * vsize..3 * vsize).contains(&fee_sat),
+        "{fee_sat} sat for {vsize} vB at 2 sat/vB"
+    );
     for h in hist.as_array().unwrap() {
         assert_eq!(h["status"], 4, "processing until confirmed: {h}");
         assert_eq!(h["transactionFee"], "0.00001000");
@@ -409,6 +454,11 @@ fn deposits_are_credited_after_n_confirmations_and_withdrawals_go_out_in_one_bat
             .then_some(())
     });
     assert_eq!(btc(&alice), (100_000_000 - held, 0));
+    let acct = alice.signed("GET", "/api/v3/account", "").json();
+    assert_eq!(
+        (acct["canDeposit"].clone(), acct["canWithdraw"].clone()),
+        (json!(true), json!(true))
+    );
     drop(s);
 }
 
