@@ -3,6 +3,8 @@
 //! Binance request signing.
 #![allow(dead_code)]
 
+pub mod chain;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,1 @@
+//! Fills' Merkle root (to be written).

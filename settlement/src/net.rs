@@ -1,0 +1,1 @@
+//! Netting (to be written).

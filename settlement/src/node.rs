@@ -1,0 +1,1 @@
+//! The Lightning node (to be written).
