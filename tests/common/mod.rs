@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod ln;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -66,8 +67,9 @@ impl Server {
         Server::start_with(data, None, &[])
     }
 
-    /// `fulgur serve` on `data` with a config file and environment variables.
-    pub fn start_with(
+    /// `fulgur serve` on `data` with a config file and environment variables, not waiting
+    /// for it to answer (a crash test's server may die before it listens).
+    pub fn spawn_with(
         data: PathBuf,
         config: Option<&std::path::Path>,
         env: &[(&str, &str)],
@@ -88,7 +90,18 @@ impl Server {
         }
         let child = p.spawn().unwrap();
         DATA_DIRS.lock().unwrap().push((addr, data.clone()));
-        let server = Server { child, addr, data };
+        Server { child, addr, data }
+    }
+
+    /// `fulgur serve` on `data` with a config file and environment variables, once it
+    /// answers `/health`.
+    pub fn start_with(
+        data: PathBuf,
+        config: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let server = Server::spawn_with(data, config, env);
+        let addr = server.addr;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(r) = request(addr, "GET", "/health", &[], b"") {
