@@ -12,6 +12,8 @@
 pub mod merkle;
 pub mod net;
 pub mod node;
+pub mod service;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 
