@@ -23,6 +23,9 @@ pub struct Config {
     pub api: ApiSection,
     /// Custody (on-chain deposits and withdrawals); off when absent.
     pub bitcoin: Option<BitcoinSection>,
+    /// The Lightning node and settlement epochs; off when absent. Needs `[bitcoin]` (its
+    /// node is the chain source).
+    pub lightning: Option<LightningSection>,
 }
 
 impl Default for Config {
@@ -36,6 +39,54 @@ impl Default for Config {
             snapshot: SnapshotSection::default(),
             api: ApiSection::default(),
             bitcoin: None,
+            lightning: None,
+        }
+    }
+}
+
+/// `[lightning]`: the exchange's Lightning node and the settlement epochs
+/// (`fulgur_settlement::service::SettlementConfig`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LightningSection {
+    /// Must be `[bitcoin]`'s network.
+    pub network: String,
+    /// Where the node takes peers' connections (loopback TCP in the tests).
+    pub listen: Vec<String>,
+    pub alias: Option<String>,
+    pub epoch_ms: u64,
+    pub max_payout_failures: u32,
+    pub capacity_wait_ms: u64,
+    pub invoice_expiry_secs: u32,
+    pub deposit_min_sat: u64,
+    pub deposit_max_sat: u64,
+    pub max_open_invoices: u64,
+    pub withdraw_fee_sat: u64,
+    pub withdraw_min_sat: u64,
+    pub withdraw_max_sat: u64,
+    pub max_queued_withdrawals: u64,
+    pub max_self_custody_accounts: u64,
+}
+
+impl Default for LightningSection {
+    fn default() -> Self {
+        let c = fulgur_settlement::service::SettlementConfig::default();
+        LightningSection {
+            network: "regtest".into(),
+            listen: vec!["127.0.0.1:9735".into()],
+            alias: Some("fulgur".into()),
+            epoch_ms: c.epoch_ms,
+            max_payout_failures: c.max_payout_failures,
+            capacity_wait_ms: c.capacity_wait_ms,
+            invoice_expiry_secs: c.invoice_expiry_secs,
+            deposit_min_sat: c.deposit_min_sat,
+            deposit_max_sat: c.deposit_max_sat,
+            max_open_invoices: c.max_open_invoices,
+            withdraw_fee_sat: c.withdraw_fee_sat,
+            withdraw_min_sat: c.withdraw_min_sat,
+            withdraw_max_sat: c.withdraw_max_sat,
+            max_queued_withdrawals: c.max_queued_withdrawals,
+            max_self_custody_accounts: c.max_registrations,
         }
     }
 }
@@ -325,6 +376,20 @@ impl Config {
         if self.snapshot.keep == 0 {
             return Err("snapshot.keep: at least 1".into());
         }
+        if let Some(l) = &self.lightning {
+            let Some(b) = &self.bitcoin else {
+                return Err("[lightning] needs a [bitcoin] section: its bitcoind is the Lightning node's chain source".into());
+            };
+            if l.network != b.network {
+                return Err(format!(
+                    "lightning.network ({}) must be bitcoin.network ({})",
+                    l.network, b.network
+                ));
+            }
+            if l.epoch_ms < 10 || l.max_payout_failures == 0 || l.listen.is_empty() {
+                return Err("lightning: epoch_ms at least 10, max_payout_failures at least 1, listen not empty".into());
+            }
+        }
         Ok(())
     }
 
@@ -431,6 +496,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lightning_section_needs_bitcoin_on_the_same_network() {
+        assert_eq!(
+            Config::default().lightning,
+            None,
+            "Lightning is off by default"
+        );
+        let e = Config::from_toml("[lightning]\n").unwrap_err();
+        assert!(e.contains("[bitcoin]"), "{e}");
+        let e = Config::from_toml(
+            "[bitcoin]\nrpc_cookie_file = \"c\"\n[lightning]\nnetwork = \"signet\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("network"), "{e}");
+        let c =
+            Config::from_toml("[bitcoin]\nrpc_cookie_file = \"c\"\n[lightning]\nepoch_ms = 250\n")
+                .unwrap();
+        let s = c.lightning.unwrap().settlement_config();
+        assert_eq!((s.epoch_ms, s.max_payout_failures), (250, 3));
+    }
+
+    #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../docs/config.md");
         for key in [
@@ -475,6 +561,15 @@ mod tests {
             "withdraw_max_sat",
             "max_queued_withdrawals",
             "max_outputs_per_batch",
+            "epoch_ms",
+            "max_payout_failures",
+            "capacity_wait_ms",
+            "invoice_expiry_secs",
+            "deposit_min_sat",
+            "deposit_max_sat",
+            "max_open_invoices",
+            "max_self_custody_accounts",
+            "alias",
         ] {
             assert!(
                 doc.contains(&format!("`{key}`")),

@@ -7,6 +7,8 @@ use fulgur_custody::service::WithdrawRequest;
 use fulgur_custody::store::{self, Page};
 use fulgur_custody::{btc_string, Custody, CustodyConfig, CustodyError, Ledger, RpcAuth};
 use fulgur_engine::{AccountId, AssetId, Command, Event};
+use fulgur_settlement::service::{LnWithdrawRequest, SettleError, Settlement};
+use fulgur_settlement::Destination;
 use fulgur_ws_api::capital::{not_enabled, Capital};
 use fulgur_ws_api::error::ApiError;
 use fulgur_ws_api::params::Params;
@@ -96,6 +98,9 @@ fn api_err(e: CustodyError) -> ApiError {
 /// coin list answers).
 pub struct CustodyApi {
     pub custody: Option<Arc<Custody>>,
+    /// Lightning deposits and withdrawals (`network=LIGHTNING`) and self-custody
+    /// settlement, when `[lightning]` is configured.
+    pub settlement: Option<Arc<Settlement>>,
     pub feed: Arc<Feed>,
 }
 
@@ -103,6 +108,112 @@ impl CustodyApi {
     fn custody(&self) -> Result<&Custody, ApiError> {
         self.custody.as_deref().ok_or_else(not_enabled)
     }
+
+    fn settlement(&self) -> Result<&Settlement, ApiError> {
+        self.settlement.as_deref().ok_or_else(lightning_off)
+    }
+}
+
+fn lightning_off() -> ApiError {
+    ApiError::new(
+        400,
+        -4019,
+        "Lightning is not enabled on this exchange (no [lightning] section in its configuration).",
+    )
+}
+
+fn settle_err(e: SettleError) -> ApiError {
+    ApiError::new(e.status, e.code, e.msg)
+}
+
+fn lightning(p: &Params) -> bool {
+    p.get("network") == Some("LIGHTNING")
+}
+
+/// `amount` in BTC, at most 8 decimals.
+fn amount_sat(p: &Params, required: bool) -> Result<Option<u64>, ApiError> {
+    match p.get("amount") {
+        None if required => Err(ApiError::mandatory("amount")),
+        None => Ok(None),
+        Some(a) => fulgur_custody::parse_btc(a).map(Some).ok_or_else(|| {
+            ApiError::new(
+                400,
+                -4021,
+                "Asset withdrawal must be an 0.00000001 multiple of 0.00000001.",
+            )
+        }),
+    }
+}
+
+fn ln_page(p: Page) -> fulgur_settlement::store::Page {
+    fulgur_settlement::store::Page {
+        start_ms: p.start_ms,
+        end_ms: p.end_ms,
+        offset: p.offset,
+        limit: p.limit,
+    }
+}
+
+fn ln_deposit_json(i: &fulgur_settlement::store::Invoice) -> Value {
+    json!({
+        "id": format!("ln-{}", i.id),
+        "amount": btc_string(i.received_msat / 1000),
+        "coin": "BTC",
+        "network": "LIGHTNING",
+        "status": 1,
+        "address": i.bolt11,
+        "addressTag": "",
+        "txId": i.payment_hash,
+        "insertTime": i.created_ms,
+        "transferType": 0,
+        "confirmTimes": "1/1",
+        "unlockConfirm": 1,
+        "walletType": 0,
+    })
+}
+
+fn ln_withdrawal_json(w: &fulgur_settlement::store::Withdrawal) -> Value {
+    use fulgur_settlement::store::withdrawal::*;
+    let status = match w.state.as_str() {
+        CONFIRMED => 6,
+        FAILED => 5,
+        REJECTED => 3,
+        _ => 4,
+    };
+    let mut v = json!({
+        "id": format!("ln-{}", w.id),
+        "amount": btc_string(w.amount_sat),
+        "transactionFee": btc_string(w.fee_sat),
+        "coin": "BTC",
+        "status": status,
+        "address": w.address,
+        "txId": w.payment_id.clone().unwrap_or_default(),
+        "applyTime": utc_datetime(w.apply_ms),
+        "network": "LIGHTNING",
+        "transferType": 0,
+        "info": w.info,
+        "confirmNo": if status == 6 { 1 } else { 0 },
+        "walletType": 0,
+        "txKey": "",
+    });
+    if let Some(c) = &w.client_id {
+        v["withdrawOrderId"] = json!(c);
+    }
+    if let Some(t) = w.complete_ms {
+        v["completeTime"] = json!(utc_datetime(t));
+    }
+    v
+}
+
+/// Newest first, by the field Binance sorts on.
+fn newest_first(rows: &mut [Value], key: &str) {
+    rows.sort_by(|a, b| {
+        let t = |v: &Value| match &v[key] {
+            Value::String(s) => s.clone(),
+            n => format!("{:020}", n.as_u64().unwrap_or(0)),
+        };
+        t(b).cmp(&t(a))
+    });
 }
 
 fn page(p: &Params) -> Result<Page, ApiError> {
@@ -215,18 +326,25 @@ fn withdrawal_json(w: &store::Withdrawal) -> Value {
 
 impl Capital for CustodyApi {
     fn enabled(&self) -> bool {
-        self.custody.is_some()
+        self.custody.is_some() || self.settlement.is_some()
     }
 
     fn deposit_address(&self, account: AccountId, p: &Params) -> Result<Value, ApiError> {
-        let c = self.custody()?;
         check_coin(p, true)?;
+        if lightning(p) {
+            let amount = amount_sat(p, true)?.unwrap_or(0);
+            return self
+                .settlement()?
+                .deposit_invoice(account, amount)
+                .map_err(settle_err);
+        }
+        let c = self.custody()?;
         if let Some(n) = p.get("network") {
             if n != "BTC" {
                 return Err(ApiError::new(
                     400,
                     -4019,
-                    format!("Network {n} is not open for deposits of BTC; use network BTC."),
+                    format!("Network {n} is not open for deposits of BTC; use network BTC or LIGHTNING."),
                 ));
             }
         }
@@ -235,17 +353,31 @@ impl Capital for CustodyApi {
     }
 
     fn deposit_history(&self, account: AccountId, p: &Params) -> Result<Value, ApiError> {
-        let c = self.custody()?;
+        if !self.enabled() {
+            return Err(not_enabled());
+        }
         if !check_coin(p, false)? {
             return Ok(json!([]));
         }
         let status = p.u64("status")?;
         let txid = p.get("txId").map(str::to_string);
-        let rows = c.deposit_history(account, page(p)?).map_err(api_err)?;
-        let needed = c.cfg.confirmations;
+        let page = page(p)?;
+        let mut rows = Vec::new();
+        if let Some(c) = &self.custody {
+            let needed = c.cfg.confirmations;
+            let chain = c.deposit_history(account, page).map_err(api_err)?;
+            rows.extend(chain.iter().map(|d| deposit_json(d, needed)));
+        }
+        if let Some(s) = &self.settlement {
+            let ln = s
+                .deposit_history(account, ln_page(page))
+                .map_err(settle_err)?;
+            rows.extend(ln.iter().map(ln_deposit_json));
+        }
+        newest_first(&mut rows, "insertTime");
+        rows.truncate(page.limit as usize);
         Ok(Value::Array(
-            rows.iter()
-                .map(|d| deposit_json(d, needed))
+            rows.into_iter()
                 .filter(|v| status.is_none_or(|s| v["status"] == json!(s)))
                 .filter(|v| txid.as_ref().is_none_or(|t| v["txId"] == json!(t)))
                 .collect(),
@@ -253,6 +385,17 @@ impl Capital for CustodyApi {
     }
 
     fn withdraw(&self, account: AccountId, p: &Params) -> Result<Value, ApiError> {
+        if lightning(p) {
+            check_coin(p, true)?;
+            let s = self.settlement()?;
+            let req = LnWithdrawRequest {
+                address: p.req("address")?.to_string(),
+                amount_sat: amount_sat(p, false)?,
+                client_id: p.get("withdrawOrderId").map(str::to_string),
+            };
+            let id = s.withdraw(account, &req).map_err(settle_err)?;
+            return Ok(json!({"id": format!("ln-{id}")}));
+        }
         let c = self.custody()?;
         if p.get("addressTag").is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::new(
@@ -274,17 +417,32 @@ impl Capital for CustodyApi {
     }
 
     fn withdraw_history(&self, account: AccountId, p: &Params) -> Result<Value, ApiError> {
-        let c = self.custody()?;
+        if !self.enabled() {
+            return Err(not_enabled());
+        }
         if !check_coin(p, false)? {
             return Ok(json!([]));
         }
         let status = p.u64("status")?;
-        let rows = c
-            .withdraw_history(account, p.get("withdrawOrderId"), page(p)?)
-            .map_err(api_err)?;
+        let page = page(p)?;
+        let client_id = p.get("withdrawOrderId");
+        let mut rows = Vec::new();
+        if let Some(c) = &self.custody {
+            let chain = c
+                .withdraw_history(account, client_id, page)
+                .map_err(api_err)?;
+            rows.extend(chain.iter().map(withdrawal_json));
+        }
+        if let Some(s) = &self.settlement {
+            let ln = s
+                .withdraw_history(account, client_id, ln_page(page))
+                .map_err(settle_err)?;
+            rows.extend(ln.iter().map(ln_withdrawal_json));
+        }
+        newest_first(&mut rows, "applyTime");
+        rows.truncate(page.limit as usize);
         Ok(Value::Array(
-            rows.iter()
-                .map(withdrawal_json)
+            rows.into_iter()
                 .filter(|v| status.is_none_or(|s| v["status"] == json!(s)))
                 .collect(),
         ))
@@ -301,7 +459,7 @@ impl Capital for CustodyApi {
                     .and_then(|x| x.balances.get(&a.id).copied())
                     .unwrap_or((0, 0));
                 let amt = |m: u64| fulgur_ws_api::view::quote_decimal(m as u128, a.decimals);
-                let chain = a.symbol == "BTC" && self.custody.is_some();
+                let chain = a.symbol == "BTC" && self.enabled();
                 let mut networks = Vec::new();
                 if let (true, Some(c)) = (chain, &self.custody) {
                     networks.push(json!({
@@ -320,6 +478,24 @@ impl Capital for CustodyApi {
                         "estimatedArrivalTime": 10, "busy": false,
                     }));
                 }
+                if let (true, Some(s)) = (a.symbol == "BTC", &self.settlement) {
+                    networks.push(json!({
+                        "network": "LIGHTNING", "coin": "BTC", "name": "Lightning",
+                        "isDefault": self.custody.is_none(),
+                        "depositEnable": true, "withdrawEnable": true,
+                        "depositDesc": "", "withdrawDesc": "",
+                        "specialTips": "Deposit: ask for an invoice with amount; withdraw: give a BOLT11 invoice or a BOLT12 offer as address.",
+                        "resetAddressStatus": false,
+                        "addressRegex": "^(lnbc|lntb|lntbs|lnbcrt|lno)[0-9a-z]+$",
+                        "memoRegex": "", "sameAddress": false,
+                        "withdrawIntegerMultiple": "0.00000001",
+                        "withdrawFee": btc_string(s.cfg.withdraw_fee_sat),
+                        "withdrawMin": btc_string(s.cfg.withdraw_min_sat),
+                        "withdrawMax": btc_string(s.cfg.withdraw_max_sat),
+                        "minConfirm": 0, "unLockConfirm": 0,
+                        "estimatedArrivalTime": 1, "busy": false,
+                    }));
+                }
                 json!({
                     "coin": a.symbol, "name": a.symbol,
                     "depositAllEnable": chain, "withdrawAllEnable": chain,
@@ -331,6 +507,67 @@ impl Capital for CustodyApi {
             })
             .collect();
         Ok(Value::Array(coins))
+    }
+
+    fn settlement(
+        &self,
+        account: AccountId,
+        method: &str,
+        action: &str,
+        p: &Params,
+    ) -> Result<Value, ApiError> {
+        let s = self.settlement()?;
+        let internal = |e: String| ApiError::internal(e);
+        match (method, action) {
+            ("POST", "destination") => {
+                let dest = match (p.get("nodeId"), p.get("offer")) {
+                    (Some(n), None) => Destination::Node(n.to_ascii_lowercase()),
+                    (None, Some(o)) => Destination::Offer(o.to_string()),
+                    _ => {
+                        return Err(ApiError::new(
+                            400,
+                            -1102,
+                            "Give exactly one of 'nodeId' (spontaneous payments to a node) and 'offer' (a BOLT12 offer).",
+                        ))
+                    }
+                };
+                let fallback = match p.get("fallbackAddress") {
+                    None => None,
+                    Some(a) => {
+                        let c = self.custody.as_deref().ok_or_else(|| {
+                            ApiError::new(400, -4019, "fallbackAddress needs on-chain withdrawals, and custody is not enabled.")
+                        })?;
+                        Some(c.check_address(a).map_err(api_err)?)
+                    }
+                };
+                let r = s.register(account, dest, fallback).map_err(settle_err)?;
+                Ok(registration_json(&r))
+            }
+            ("GET", "destination") => match s.registration(account).map_err(settle_err)? {
+                Some(r) => Ok(registration_json(&r)),
+                None => Err(ApiError::new(
+                    404,
+                    -1130,
+                    "This account is not registered for self-custody settlement.",
+                )),
+            },
+            ("DELETE", "destination") => {
+                let removed = s.unregister(account).map_err(settle_err)?;
+                Ok(json!({"removed": removed}))
+            }
+            ("GET", "epochs") => {
+                let limit = p.bounded("limit", 10, 1, 100)? as u32;
+                let before = p.u64("beforeEpoch")?;
+                match p.u64("epoch")? {
+                    Some(n) => match s.epoch(n).map_err(internal)? {
+                        Some(e) => s.epoch_report(&e, Some(account)).map_err(internal),
+                        None => Err(ApiError::new(404, -1130, format!("No epoch {n}."))),
+                    },
+                    None => s.report(before, limit, Some(account)).map_err(internal),
+                }
+            }
+            _ => Err(ApiError::new(404, -1000, "No such settlement endpoint.")),
+        }
     }
 
     fn liabilities_proof(&self, account: AccountId) -> Result<Value, ApiError> {
@@ -354,6 +591,21 @@ impl Capital for CustodyApi {
             )),
         }
     }
+}
+
+fn registration_json(r: &fulgur_settlement::store::Registration) -> Value {
+    let (kind, dest) = match &r.destination {
+        Destination::Node(n) => ("node", n),
+        Destination::Offer(o) => ("offer", o),
+    };
+    json!({
+        "type": kind,
+        "destination": dest,
+        "fallbackAddress": r.fallback_address,
+        "registerTime": r.registered_ms,
+        "owedSat": r.carry_sat,
+        "failures": r.failures,
+    })
 }
 
 /// Starts custody when `[bitcoin]` is configured.

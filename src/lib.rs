@@ -17,6 +17,8 @@ pub mod pipebench;
 pub mod pipeline;
 pub mod recovery;
 pub mod server;
+pub mod settlebench;
+pub mod settlement;
 pub mod wsbench;
 
 // The library's own tests count allocations the way the binary does.

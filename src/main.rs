@@ -70,6 +70,71 @@ enum Cmd {
         #[command(subcommand)]
         kind: CustodyCmd,
     },
+    /// The Lightning node of a running server (`[lightning]`): status, funding, channels.
+    Lightning {
+        #[command(subcommand)]
+        kind: LightningCmd,
+    },
+    /// Settlement epochs of a running server: what each epoch netted and paid.
+    Settlement {
+        #[command(subcommand)]
+        kind: SettlementCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LightningCmd {
+    /// The node id, listening addresses, balances, channels (with each one's next HTLC
+    /// limit), the epoch cursor, payouts in flight and the last settlement error.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A new on-chain address of the node's wallet (fund it to open channels).
+    Address {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Connects to a peer.
+    Connect {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        node_id: String,
+        /// host:port
+        #[arg(long)]
+        addr: String,
+    },
+    /// Opens an unannounced channel to a peer (the exchange's side accepts HTLCs up to 100%
+    /// of the channel in flight); --push-msat gives the peer a starting balance.
+    OpenChannel {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        node_id: String,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        capacity_sat: u64,
+        #[arg(long, default_value_t = 0)]
+        push_msat: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettlementCmd {
+    /// Epoch reports, newest first: the fills' Merkle root, every account's net, the
+    /// payouts (parts, fees, failures).
+    Report {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// One epoch.
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// How many epochs (without --epoch).
+        #[arg(long, default_value_t = 10)]
+        last: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,11 +211,16 @@ fn read_psbt(arg: Option<String>) -> String {
 
 /// `POST /fulgur/v1/admin/custody/<action>` to the running server; prints the answer.
 fn custody_admin(server: &ServerArgs, action: &str, body: serde_json::Value) {
+    operator(server, "custody", action, body)
+}
+
+/// `POST /fulgur/v1/admin/<area>/<action>` to the running server; prints the answer.
+fn operator(server: &ServerArgs, area: &str, action: &str, body: serde_json::Value) {
     let cfg = server.config();
     let token = fulgur_ws_api::auth::admin_token(&cfg.data_dir).unwrap_or_else(|e| fail(&e));
     match fulgur::admin_client::post_json(
         fulgur::admin_client::connect_addr(cfg.listen),
-        &format!("/fulgur/v1/admin/custody/{action}"),
+        &format!("/fulgur/v1/admin/{area}/{action}"),
         &[("X-Fulgur-Admin-Token", &token)],
         &body.to_string(),
         std::time::Duration::from_secs(120),
@@ -627,6 +697,52 @@ fn main() {
                     amount,
                 },
         } => admin_deposit(&server, account, &asset, &amount),
+        Cmd::Lightning { kind } => match kind {
+            LightningCmd::Status { server } => {
+                operator(&server, "lightning", "status", serde_json::json!({}))
+            }
+            LightningCmd::Address { server } => {
+                operator(&server, "lightning", "address", serde_json::json!({}))
+            }
+            LightningCmd::Connect {
+                server,
+                node_id,
+                addr,
+            } => operator(
+                &server,
+                "lightning",
+                "connect",
+                serde_json::json!({"node_id": node_id, "addr": addr}),
+            ),
+            LightningCmd::OpenChannel {
+                server,
+                node_id,
+                addr,
+                capacity_sat,
+                push_msat,
+            } => operator(
+                &server,
+                "lightning",
+                "open-channel",
+                serde_json::json!({"node_id": node_id, "addr": addr,
+                                   "capacity_sat": capacity_sat, "push_msat": push_msat}),
+            ),
+        },
+        Cmd::Settlement { kind } => match kind {
+            SettlementCmd::Report {
+                server,
+                epoch,
+                last,
+            } => operator(
+                &server,
+                "lightning",
+                "report",
+                match epoch {
+                    Some(e) => serde_json::json!({"epoch": e}),
+                    None => serde_json::json!({"limit": last}),
+                },
+            ),
+        },
         Cmd::Custody { kind } => match kind {
             CustodyCmd::Status { server } => {
                 custody_admin(&server, "status", serde_json::json!({}))

@@ -275,6 +275,8 @@ struct AppState {
     exchange: Arc<Exchange>,
     /// The custody service, when `[bitcoin]` is configured.
     custody: Option<Arc<fulgur_custody::Custody>>,
+    /// Settlement and the Lightning node, when `[lightning]` is configured.
+    settlement: Option<Arc<fulgur_settlement::service::Settlement>>,
     /// `<data dir>/admin-token`: the operator's endpoints want it.
     admin_token: Arc<str>,
     /// HTTP requests being served now.
@@ -470,6 +472,45 @@ async fn command(
     }
 }
 
+type OpResult = Result<serde_json::Value, (u16, i32, String)>;
+
+/// An operator's request (loopback + admin token, a JSON body): `f` runs on the blocking
+/// pool with the body.
+async fn operator_call(
+    s: &AppState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    f: impl FnOnce(serde_json::Value) -> OpResult + Send + 'static,
+) -> Response {
+    if let Some(r) = operator_refusal(s, peer, headers) {
+        return r;
+    }
+    let args: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    -1100,
+                    &format!("Illegal body: {e}"),
+                )
+            }
+        }
+    };
+    match tokio::task::spawn_blocking(move || f(args)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err((st, code, msg))) => error(
+            StatusCode::from_u16(st).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            &msg,
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, -1000, &e.to_string()),
+    }
+}
+
 /// `POST /fulgur/v1/admin/custody/<action>` (loopback + admin token): `status`, `batch`
 /// (send the withdrawal batch now), `proof` (`{"message":..,"cold_keys":[FILE..]}`),
 /// `verify` (`{"reserves":<proofs.json's reserves>}`: checked against today's UTXOs),
@@ -481,91 +522,92 @@ async fn custody_admin(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = operator_refusal(&s, peer, &headers) {
-        return r;
-    }
-    let Some(c) = s.custody.clone() else {
-        return error(
-            StatusCode::BAD_REQUEST,
+    let custody = s.custody.clone();
+    operator_call(&s, peer, &headers, &body, move |args| {
+        let c = custody.ok_or((
+            400,
             -4019,
-            "Custody is not enabled (no [bitcoin] section in the configuration).",
-        );
-    };
-    let args: serde_json::Value = if body.is_empty() {
-        serde_json::json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    -1100,
-                    &format!("Illegal body: {e}"),
-                )
-            }
+            "Custody is not enabled (no [bitcoin] section in the configuration).".to_string(),
+        ))?;
+        custody_action(&c, &action, &args)
+    })
+    .await
+}
+
+fn custody_action(
+    c: &Arc<fulgur_custody::Custody>,
+    action: &str,
+    args: &serde_json::Value,
+) -> OpResult {
+    let internal = |e: String| (500u16, -1000, e);
+    let custody_err = |e: fulgur_custody::CustodyError| (e.status, e.code, e.msg);
+    match action {
+        "status" => Ok(serde_json::json!({
+            "balances": c.balances(),
+            "last_error": *c.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+        })),
+        "batch" => c
+            .batch_now()
+            .map(|_| serde_json::json!({"ok": true}))
+            .map_err(internal),
+        "proof" => {
+            let message = args["message"]
+                .as_str()
+                .unwrap_or("Fulgur proof of reserves");
+            let keys = args["cold_keys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .map(|f| fulgur_custody::keys::read_key(std::path::Path::new(f)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap_or(Ok(Vec::new()))
+                .map_err(|e| (400, -1100, e))?;
+            crate::custody::make_proofs(c, message, &keys).map_err(internal)
         }
-    };
-    let r =
-        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, (u16, i32, String)> {
-            let internal = |e: String| (500u16, -1000, e);
-            let custody_err = |e: fulgur_custody::CustodyError| (e.status, e.code, e.msg);
-            match action.as_str() {
-                "status" => Ok(serde_json::json!({
-                    "balances": c.balances(),
-                    "last_error": *c.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-                })),
-                "batch" => c
-                    .batch_now()
-                    .map(|_| serde_json::json!({"ok": true}))
-                    .map_err(internal),
-                "proof" => {
-                    let message = args["message"]
-                        .as_str()
-                        .unwrap_or("Fulgur proof of reserves");
-                    let keys = args["cold_keys"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str())
-                                .map(|f| fulgur_custody::keys::read_key(std::path::Path::new(f)))
-                                .collect::<Result<Vec<_>, _>>()
-                        })
-                        .unwrap_or(Ok(Vec::new()))
-                        .map_err(|e| (400, -1100, e))?;
-                    crate::custody::make_proofs(&c, message, &keys).map_err(internal)
-                }
-                "verify" => {
-                    let p: fulgur_custody::proof::ReservesProof =
-                        serde_json::from_value(args["reserves"].clone())
-                            .map_err(|e| (400, -1100, format!("not a proof of reserves: {e}")))?;
-                    c.verify_reserves(&p)
-                        .map(|sat| serde_json::json!({"reserves_sat": sat}))
-                        .map_err(|e| (400, -4032, e))
-                }
-                "cold-psbt" => {
-                    let address = args["address"].as_str().unwrap_or("");
-                    let amount = args["amount_sat"].as_u64().unwrap_or(0);
-                    c.cold_psbt(address, amount)
-                        .map(|p| serde_json::json!({"psbt": p}))
-                        .map_err(custody_err)
-                }
-                "broadcast" => c
-                    .broadcast_psbt(args["psbt"].as_str().unwrap_or(""))
-                    .map(|t| serde_json::json!({"txid": t}))
-                    .map_err(custody_err),
-                _ => Err((404, -1000, format!("no custody action '{action}'"))),
-            }
-        })
-        .await;
-    match r {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err((st, code, msg))) => error(
-            StatusCode::from_u16(st).unwrap_or(StatusCode::BAD_REQUEST),
-            code,
-            &msg,
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, -1000, &e.to_string()),
+        "verify" => {
+            let p: fulgur_custody::proof::ReservesProof =
+                serde_json::from_value(args["reserves"].clone())
+                    .map_err(|e| (400, -1100, format!("not a proof of reserves: {e}")))?;
+            c.verify_reserves(&p)
+                .map(|sat| serde_json::json!({"reserves_sat": sat}))
+                .map_err(|e| (400, -4032, e))
+        }
+        "cold-psbt" => {
+            let address = args["address"].as_str().unwrap_or("");
+            let amount = args["amount_sat"].as_u64().unwrap_or(0);
+            c.cold_psbt(address, amount)
+                .map(|p| serde_json::json!({"psbt": p}))
+                .map_err(custody_err)
+        }
+        "broadcast" => c
+            .broadcast_psbt(args["psbt"].as_str().unwrap_or(""))
+            .map(|t| serde_json::json!({"txid": t}))
+            .map_err(custody_err),
+        _ => Err((404, -1000, format!("no custody action '{action}'"))),
     }
+}
+
+/// `POST /fulgur/v1/admin/lightning/<action>` (loopback + admin token): see
+/// `crate::settlement::admin`.
+async fn lightning_admin(
+    State(s): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let settlement = s.settlement.clone();
+    operator_call(&s, peer, &headers, &body, move |args| {
+        let st = settlement.ok_or((
+            400,
+            -4019,
+            "Lightning is not enabled (no [lightning] section in the configuration).".to_string(),
+        ))?;
+        crate::settlement::admin(&st, &action, &args)
+    })
+    .await
 }
 
 /// Serves until SIGTERM, Ctrl-C, or `run_for` has passed; then stops taking requests,
@@ -584,9 +626,11 @@ pub fn serve(
         .map_err(|e| e.to_string())?;
     let exchange = Arc::new(Exchange::start(&cfg, initial)?);
     let custody = crate::custody::start(cfg.bitcoin.as_ref(), &cfg.data_dir, &exchange)?;
+    let settlement = crate::settlement::start(&cfg, &exchange, custody.as_ref())?;
     let state = AppState {
         exchange: exchange.clone(),
         custody: custody.clone(),
+        settlement: settlement.clone(),
         admin_token: fulgur_ws_api::auth::admin_token(&cfg.data_dir)?.into(),
         in_flight: Arc::default(),
         connections: Arc::default(),
@@ -595,6 +639,7 @@ pub fn serve(
     let api = fulgur_ws_api::Api::new(cfg.api_config(), exchange.clone(), exchange.feed.clone())?;
     let _ = api.capital.set(Arc::new(crate::custody::CustodyApi {
         custody: custody.clone(),
+        settlement: settlement.clone(),
         feed: exchange.feed.clone(),
     }));
     let app = Router::new()
@@ -602,6 +647,7 @@ pub fn serve(
         .route("/metrics", get(metrics))
         .route("/fulgur/v1/commands", post(command))
         .route("/fulgur/v1/admin/custody/{action}", post(custody_admin))
+        .route("/fulgur/v1/admin/lightning/{action}", post(lightning_admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
         .merge(fulgur_ws_api::router(api))
@@ -624,8 +670,12 @@ pub fn serve(
             .await
             .map_err(|e| e.to_string())
     })?;
-    // The listener is closed and in-flight requests are answered: custody stops (it holds
-    // the exchange), then drain and snapshot.
+    // The listener is closed and in-flight requests are answered: settlement and custody
+    // stop (they hold the exchange), then drain and snapshot.
+    if let Some(s) = &settlement {
+        crate::settlement::stop(s);
+    }
+    drop(settlement);
     if let Some(c) = custody {
         c.stop();
     }

@@ -397,6 +397,24 @@ impl Custody {
 
     // ----- withdrawals -----
 
+    fn parse_address(&self, text: &str) -> Result<Address, CustodyError> {
+        let bad = |msg: String| CustodyError::new(400, -4033, msg);
+        Address::from_str(text)
+            .map_err(|_| bad("Illegal address.".into()))?
+            .require_network(self.cfg.network)
+            .map_err(|_| {
+                bad(format!(
+                    "Illegal address: not an address of this exchange's network ({}).",
+                    self.cfg.network
+                ))
+            })
+    }
+
+    /// An address of this exchange's network, normalized; -4033 otherwise.
+    pub fn check_address(&self, text: &str) -> Result<String, CustodyError> {
+        self.parse_address(text).map(|a| a.to_string())
+    }
+
     /// Validates, stores and holds a withdrawal; its id. Nothing is stored or held when
     /// the answer is an error, except -1007 (the ledger's answer was not seen: the request
     /// is kept and completed by the chain loop).
@@ -421,18 +439,7 @@ impl Custody {
                 "Asset withdrawal must be an 0.00000001 multiple of 0.00000001.".into(),
             )
         })?;
-        let address = Address::from_str(&r.address)
-            .map_err(|_| bad(-4033, "Illegal address.".into()))?
-            .require_network(self.cfg.network)
-            .map_err(|_| {
-                bad(
-                    -4033,
-                    format!(
-                        "Illegal address: not an address of this exchange's network ({}).",
-                        self.cfg.network
-                    ),
-                )
-            })?;
+        let address = self.parse_address(&r.address)?;
         if let Some(c) = &r.client_id {
             if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(bad(-1100, "Illegal characters found in parameter 'withdrawOrderId'; legal range is '^[\\x21-\\x7e]{1,64}$'.".into()));

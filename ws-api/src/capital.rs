@@ -3,7 +3,8 @@
 //! (an account's inclusion proof in the latest proof of liabilities). The API only checks
 //! the signature and the weight; what these mean is the [`Capital`] behind them (the
 //! custody service, wired in by the server). Without one every endpoint answers
-//! -4019 "not enabled".
+//! -4019 "not enabled". Also the self-custody settlement endpoints
+//! (`/fulgur/v1/settlement/destination`, `/fulgur/v1/settlement/epochs`).
 
 use std::sync::Arc;
 
@@ -30,6 +31,15 @@ pub trait Capital: Send + Sync + 'static {
     fn withdraw_history(&self, account: AccountId, p: &Params) -> Result<Value, ApiError>;
     fn coins(&self, account: AccountId) -> Result<Value, ApiError>;
     fn liabilities_proof(&self, account: AccountId) -> Result<Value, ApiError>;
+    /// `/fulgur/v1/settlement/<action>` by `method`: the account's self-custody payout
+    /// destination (`destination`: GET, POST, DELETE) and its settlement reports (`epochs`).
+    fn settlement(
+        &self,
+        account: AccountId,
+        method: &str,
+        action: &str,
+        p: &Params,
+    ) -> Result<Value, ApiError>;
 }
 
 /// Custody is off: `[bitcoin]` is not configured.
@@ -49,6 +59,13 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/sapi/v1/capital/withdraw/history", get(withdraw_history))
         .route("/sapi/v1/capital/config/getall", get(coins))
         .route("/fulgur/v1/proof/liabilities", get(liabilities))
+        .route(
+            "/fulgur/v1/settlement/destination",
+            get(destination_get)
+                .post(destination_post)
+                .delete(destination_delete),
+        )
+        .route("/fulgur/v1/settlement/epochs", get(epochs))
         .with_state(api)
 }
 
@@ -93,4 +110,29 @@ async fn coins(State(api): State<Arc<Api>>, r: Req) -> Response {
 
 async fn liabilities(State(api): State<Arc<Api>>, r: Req) -> Response {
     call(api, r, 10, |c, a, _| c.liabilities_proof(a)).await
+}
+
+async fn destination_get(State(api): State<Arc<Api>>, r: Req) -> Response {
+    call(api, r, 1, |c, a, p| {
+        c.settlement(a, "GET", "destination", p)
+    })
+    .await
+}
+
+async fn destination_post(State(api): State<Arc<Api>>, r: Req) -> Response {
+    call(api, r, 1, |c, a, p| {
+        c.settlement(a, "POST", "destination", p)
+    })
+    .await
+}
+
+async fn destination_delete(State(api): State<Arc<Api>>, r: Req) -> Response {
+    call(api, r, 1, |c, a, p| {
+        c.settlement(a, "DELETE", "destination", p)
+    })
+    .await
+}
+
+async fn epochs(State(api): State<Arc<Api>>, r: Req) -> Response {
+    call(api, r, 5, |c, a, p| c.settlement(a, "GET", "epochs", p)).await
 }
