@@ -270,6 +270,19 @@ fn lightning_deposits_epoch_payouts_and_withdrawals() {
     assert_eq!(sum, 0, "{report}");
     assert_eq!(report["feesSat"], 60);
 
+    // Alice buys some back from a third account: her net is positive now, and she is paid
+    // exactly it (less her taker fee), over her own channel.
+    let carol = client(&s, 603);
+    credit(&s, 603, "BTC", "0.01");
+    order(&carol, "SELL", "0.0002");
+    order(&alice, "BUY", "0.0002");
+    let alice_net: u64 = 20_000 - 10;
+    wait_until("Alice's payout", MINUTE, || {
+        (paid_when_settled(&alice)? == alice_net).then_some(())
+    });
+    assert_eq!(alice_node.received_msat(), alice_net * 1000);
+    assert_eq!(btc(&alice), (300_000 - 150_000 + 15, 0));
+
     // Bob's node goes offline: his next payout fails, rolls over, and is paid once he is
     // back.
     bob_node.node.stop().unwrap();
@@ -316,7 +329,7 @@ fn lightning_deposits_epoch_payouts_and_withdrawals() {
         (withdrawals(&alice)[0]["status"] == 6).then_some(())
     });
     assert_eq!(btc(&alice), (before - 50_000, 0));
-    assert_eq!(alice_node.received_msat(), 50_000_000);
+    assert_eq!(alice_node.received_msat(), (alice_net + 50_000) * 1000);
     let w = &withdrawals(&alice)[0];
     assert_eq!(
         (w["network"].clone(), w["withdrawOrderId"].clone()),
@@ -454,4 +467,99 @@ fn a_crash_after_the_epoch_record_after_the_send_or_after_the_payment_pays_once(
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(bob_node.received_msat(), net * 1000);
     assert_eq!(btc(&bob), (0, 0));
+}
+
+#[test]
+fn a_payout_that_keeps_failing_goes_out_on_chain() {
+    let Some(mut chain) = Chain::start("settle-fallback") else {
+        return;
+    };
+    let data = data_dir("fallback");
+    let cfg = chain.config(
+        &data,
+        &format!(
+            "[lightning]\nlisten = [\"127.0.0.1:{}\"]\nepoch_ms = 200\ncapacity_wait_ms = 200\n\
+             max_payout_failures = 2\n",
+            common::free_port()
+        ),
+    );
+    let s = Server::start_with(data, Some(&cfg), &[]);
+    let dan = client(&s, 621);
+    let seller = client(&s, 622);
+    // A node the exchange has no channel with: every payout fails.
+    let nowhere = {
+        use ldk_node::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+        let sk = SecretKey::from_slice(&[7; 32]).unwrap();
+        PublicKey::from_secret_key(&Secp256k1::new(), &sk).to_string()
+    };
+    let fallback = common::chain::addr_of(41, ldk_node::bitcoin::Network::Regtest);
+    let r = dan.signed_body(
+        "POST",
+        "/fulgur/v1/settlement/destination",
+        &format!("nodeId={nowhere}&fallbackAddress={fallback}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // An address of another network is refused as a fallback.
+    let r = dan.signed_body(
+        "POST",
+        "/fulgur/v1/settlement/destination",
+        &format!(
+            "nodeId={nowhere}&fallbackAddress={}",
+            common::chain::addr_of(41, ldk_node::bitcoin::Network::Bitcoin)
+        ),
+    );
+    assert_eq!((r.status, r.code()), (400, -4033), "{}", r.body);
+    // The seller's bitcoin comes on chain: custody's wallets hold what the fallback pays.
+    let r = seller.signed("GET", "/sapi/v1/capital/deposit/address", "coin=BTC");
+    chain.pay(r.json()["address"].as_str().unwrap(), 100_000_000);
+    chain.mine(2);
+    wait_until("the seller's deposit", MINUTE, || {
+        (btc(&seller).0 == 100_000_000).then_some(())
+    });
+    credit(&s, 621, "USDT", "1000");
+    order(&seller, "SELL", "0.001");
+    order(&dan, "BUY", "0.001");
+    // Dan's net: 100,000 sat less his 5 bps taker fee, 99,950 sat.
+    // Two failed payouts, then the on-chain withdrawal of what is owed (its network fee
+    // comes out of it).
+    let w = wait_until("the on-chain fallback", MINUTE, || {
+        let h = withdrawals(&dan);
+        h.iter().find(|w| w["network"] == "BTC").cloned()
+    });
+    assert_eq!(w["amount"], "0.00098950", "{w}");
+    assert!(w["withdrawOrderId"]
+        .as_str()
+        .unwrap()
+        .starts_with("settlement-621-"));
+    let r = dan
+        .signed("GET", "/fulgur/v1/settlement/destination", "")
+        .json();
+    assert_eq!(r["owedSat"], 0, "{r}");
+    let e = epochs(&dan);
+    let rolled = e
+        .iter()
+        .flat_map(|e| e["payouts"].as_array().unwrap().iter())
+        .filter(|p| p["state"] == "rolled")
+        .count();
+    assert!(rolled >= 2, "{e:?}");
+    // The custody batch pays it.
+    let token = common::admin_token(s.addr);
+    let r = common::request(
+        s.addr,
+        "POST",
+        "/fulgur/v1/admin/custody/batch",
+        &[("X-Fulgur-Admin-Token", &token)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    chain.mine(2);
+    wait_until("the fallback's confirmation", MINUTE, || {
+        let h = withdrawals(&dan);
+        h.iter()
+            .find(|w| w["network"] == "BTC" && w["status"] == 6)
+            .cloned()
+    });
+    // Everything Dan was owed left the exchange: the ledger holds nothing of his.
+    assert_eq!(btc(&dan), (0, 0));
 }
