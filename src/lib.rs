@@ -13,6 +13,7 @@ pub mod config;
 pub mod custody;
 pub mod demo;
 pub mod flows;
+pub mod payoutbench;
 pub mod pipebench;
 pub mod pipeline;
 pub mod recovery;

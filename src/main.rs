@@ -514,6 +514,28 @@ enum BenchCmd {
     /// child process), clients logged on with Ed25519 keys placing and cancelling orders
     /// (closed loop for throughput, then open loop at --rate for round-trip latency), and
     /// --subscribers depth-stream connections checking every update follows the last.
+    /// Settlement: netting one epoch of synthetic fills (on_trade for every fill, then
+    /// close; the fills' Merkle root alone), then payouts per second over a real Lightning
+    /// channel on regtest (a private bitcoind: --bitcoind or BITCOIND_EXE, as
+    /// scripts/bitcoind.sh prints; without one that half is skipped).
+    Settlement {
+        #[arg(long, default_value_t = 100_000)]
+        fills: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Payouts in each payout phase (0: no payout phase).
+        #[arg(long, default_value_t = 200)]
+        payouts: usize,
+        /// Payouts in flight at once in the pipelined phase.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long)]
+        bitcoind: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     Ws {
         #[arg(long, default_value_t = 64)]
         connections: usize,
@@ -847,6 +869,43 @@ fn main() {
         }
         Cmd::Bench {
             kind:
+                BenchCmd::Settlement {
+                    fills,
+                    accounts,
+                    runs,
+                    payouts,
+                    window,
+                    bitcoind,
+                    json,
+                },
+        } => {
+            let netting = fulgur::settlebench::netting(fills, accounts, runs.max(1));
+            let exe = bitcoind.or_else(|| std::env::var_os("BITCOIND_EXE").map(Into::into));
+            let payout = match (payouts, exe) {
+                (0, _) => None,
+                (_, None) => {
+                    eprintln!("payouts: skipped (no bitcoind: give --bitcoind or BITCOIND_EXE; scripts/bitcoind.sh builds one)");
+                    None
+                }
+                (n, Some(exe)) => Some(
+                    fulgur::payoutbench::payouts(&exe, n, window.max(1))
+                        .unwrap_or_else(|e| fail(&format!("payouts: {e}"))),
+                ),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"netting": netting, "payouts": payout})
+                );
+            } else {
+                println!("{netting}");
+                if let Some(p) = payout {
+                    println!("{p}");
+                }
+            }
+        }
+        Cmd::Bench {
+            kind:
                 BenchCmd::Ws {
                     connections,
                     window,
@@ -879,7 +938,9 @@ fn main() {
                 BenchCmd::Latency { flow, rate } => {
                     (bench::latency(&load(&flow), flow.repeat, rate), flow.json)
                 }
-                BenchCmd::Pipeline { .. } | BenchCmd::Ws { .. } => unreachable!("handled above"),
+                BenchCmd::Pipeline { .. } | BenchCmd::Ws { .. } | BenchCmd::Settlement { .. } => {
+                    unreachable!("handled above")
+                }
             };
             if json {
                 println!("{}", report.json());

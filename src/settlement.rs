@@ -122,8 +122,7 @@ impl EventFeed for JournalFeed {
             Ok(b) => b,
             Err(CutOff) => {
                 // Too slow: a new reader, and the journal for what the old one missed.
-                let fresh =
-                    JournalFeed::new(self.exchange.clone(), &self.data_dir, self.engine)?;
+                let fresh = JournalFeed::new(self.exchange.clone(), &self.data_dir, self.engine)?;
                 *self = fresh;
                 None
             }
