@@ -173,36 +173,19 @@ fn ln_deposit_json(i: &fulgur_settlement::store::Invoice) -> Value {
 }
 
 fn ln_withdrawal_json(w: &fulgur_settlement::store::Withdrawal) -> Value {
-    use fulgur_settlement::store::withdrawal::*;
-    let status = match w.state.as_str() {
-        CONFIRMED => 6,
-        FAILED => 5,
-        REJECTED => 3,
-        _ => 4,
-    };
-    let mut v = json!({
-        "id": format!("ln-{}", w.id),
-        "amount": btc_string(w.amount_sat),
-        "transactionFee": btc_string(w.fee_sat),
-        "coin": "BTC",
-        "status": status,
-        "address": w.address,
-        "txId": w.payment_id.clone().unwrap_or_default(),
-        "applyTime": utc_datetime(w.apply_ms),
-        "network": "LIGHTNING",
-        "transferType": 0,
-        "info": w.info,
-        "confirmNo": if status == 6 { 1 } else { 0 },
-        "walletType": 0,
-        "txKey": "",
-    });
-    if let Some(c) = &w.client_id {
-        v["withdrawOrderId"] = json!(c);
-    }
-    if let Some(t) = w.complete_ms {
-        v["completeTime"] = json!(utc_datetime(t));
-    }
-    v
+    withdrawal_row(WithdrawalRow {
+        id: format!("ln-{}", w.id),
+        network: "LIGHTNING",
+        state: &w.state,
+        amount_sat: w.amount_sat,
+        fee_sat: w.fee_sat,
+        address: &w.address,
+        txid: w.payment_id.as_deref().unwrap_or_default(),
+        apply_ms: w.apply_ms,
+        complete_ms: w.complete_ms,
+        client_id: w.client_id.as_deref(),
+        info: &w.info,
+    })
 }
 
 /// Newest first, by the field Binance sorts on.
@@ -291,37 +274,69 @@ fn deposit_json(d: &store::Deposit, needed: u32) -> Value {
     })
 }
 
-fn withdrawal_json(w: &store::Withdrawal) -> Value {
+/// A row of Binance's withdraw history, from either store (their states have the same
+/// names).
+struct WithdrawalRow<'a> {
+    id: String,
+    network: &'static str,
+    state: &'a str,
+    amount_sat: u64,
+    fee_sat: u64,
+    address: &'a str,
+    txid: &'a str,
+    apply_ms: u64,
+    complete_ms: Option<u64>,
+    client_id: Option<&'a str>,
+    info: &'a str,
+}
+
+fn withdrawal_row(w: WithdrawalRow) -> Value {
     use store::withdrawal::*;
-    let status = match w.state.as_str() {
+    let status = match w.state {
         CONFIRMED => 6,
         FAILED => 5,
         REJECTED => 3,
         _ => 4,
     };
     let mut v = json!({
-        "id": w.id.to_string(),
+        "id": w.id,
         "amount": btc_string(w.amount_sat),
         "transactionFee": btc_string(w.fee_sat),
         "coin": "BTC",
         "status": status,
         "address": w.address,
-        "txId": w.txid.clone().unwrap_or_default(),
+        "txId": w.txid,
         "applyTime": utc_datetime(w.apply_ms),
-        "network": "BTC",
+        "network": w.network,
         "transferType": 0,
         "info": w.info,
         "confirmNo": if status == 6 { 1 } else { 0 },
         "walletType": 0,
         "txKey": "",
     });
-    if let Some(c) = &w.client_id {
+    if let Some(c) = w.client_id {
         v["withdrawOrderId"] = json!(c);
     }
     if let Some(t) = w.complete_ms {
         v["completeTime"] = json!(utc_datetime(t));
     }
     v
+}
+
+fn withdrawal_json(w: &store::Withdrawal) -> Value {
+    withdrawal_row(WithdrawalRow {
+        id: w.id.to_string(),
+        network: "BTC",
+        state: &w.state,
+        amount_sat: w.amount_sat,
+        fee_sat: w.fee_sat,
+        address: &w.address,
+        txid: w.txid.as_deref().unwrap_or_default(),
+        apply_ms: w.apply_ms,
+        complete_ms: w.complete_ms,
+        client_id: w.client_id.as_deref(),
+        info: &w.info,
+    })
 }
 
 impl Capital for CustodyApi {

@@ -368,6 +368,47 @@ mod tests {
     }
 
     #[test]
+    fn events_are_rebuilt_from_a_snapshot_and_the_journal_as_they_were_published() {
+        let dir = temp("replay-events");
+        let flow = liquibook(4_000, 5, 20);
+        let mut cmds: Vec<_> = flow.setup_commands(0);
+        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        // Snapshots every 1,000 commands: the replay starts from one of them.
+        let (_, last) = run(&dir, &cmds, 1_000, true);
+        // The events as published: the commands applied from the start.
+        let mut ex = Exchange::new(cfg());
+        let mut out = Vec::new();
+        let mut published = Vec::new();
+        for (i, c) in cmds.iter().enumerate() {
+            out.clear();
+            let seq = i as u64 + 1;
+            ex.apply(
+                &fulgur_engine::Sequenced {
+                    seq,
+                    ts_ns: 0,
+                    command: c.clone(),
+                },
+                &mut out,
+            );
+            published.extend(out.iter().map(|e| (seq, *e)));
+        }
+        for (after, upto) in [(0, 10), (1_500, 2_750), (2_999, last)] {
+            let mut got = Vec::new();
+            replay_events(&dir, cfg(), after, upto, |seq, e| got.push((seq, *e))).unwrap();
+            let want: Vec<_> = published
+                .iter()
+                .filter(|(s, _)| *s > after && *s <= upto)
+                .copied()
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "({after}, {upto}]");
+        }
+        let e = replay_events(&dir, cfg(), 0, last + 5, |_, _| {}).unwrap_err();
+        assert!(e.contains("ends at seq"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_crash_loses_nothing_published_and_a_torn_tail_is_cut() {
         let dir = temp("crash");
         let flow = liquibook(4_000, 6, 20);

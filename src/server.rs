@@ -514,22 +514,29 @@ async fn operator_call(
 /// `POST /fulgur/v1/admin/custody/<action>` (loopback + admin token): `status`, `batch`
 /// (send the withdrawal batch now), `proof` (`{"message":..,"cold_keys":[FILE..]}`),
 /// `verify` (`{"reserves":<proofs.json's reserves>}`: checked against today's UTXOs),
-/// `cold-psbt` (`{"address":..,"amount_sat":N}`), `broadcast` (`{"psbt":BASE64}`).
-async fn custody_admin(
+/// `cold-psbt` (`{"address":..,"amount_sat":N}`), `broadcast` (`{"psbt":BASE64}`); and
+/// `POST /fulgur/v1/admin/lightning/<action>`: see `crate::settlement::admin`.
+async fn area_admin(
     State(s): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    axum::extract::Path(action): axum::extract::Path<String>,
+    axum::extract::Path((area, action)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let custody = s.custody.clone();
+    let (custody, settlement) = (s.custody.clone(), s.settlement.clone());
     operator_call(&s, peer, &headers, &body, move |args| {
-        let c = custody.ok_or((
-            400,
-            -4019,
-            "Custody is not enabled (no [bitcoin] section in the configuration).".to_string(),
-        ))?;
-        custody_action(&c, &action, &args)
+        let off = |what: &str, section: &str| {
+            let msg =
+                format!("{what} is not enabled (no [{section}] section in the configuration).");
+            (400, -4019, msg)
+        };
+        match (area.as_str(), custody, settlement) {
+            ("custody", Some(c), _) => custody_action(&c, &action, &args),
+            ("custody", None, _) => Err(off("Custody", "bitcoin")),
+            ("lightning", _, Some(st)) => crate::settlement::admin(&st, &action, &args),
+            ("lightning", _, None) => Err(off("Lightning", "lightning")),
+            _ => Err((404, -1000, format!("no operator area '{area}'"))),
+        }
     })
     .await
 }
@@ -589,27 +596,6 @@ fn custody_action(
     }
 }
 
-/// `POST /fulgur/v1/admin/lightning/<action>` (loopback + admin token): see
-/// `crate::settlement::admin`.
-async fn lightning_admin(
-    State(s): State<AppState>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    axum::extract::Path(action): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let settlement = s.settlement.clone();
-    operator_call(&s, peer, &headers, &body, move |args| {
-        let st = settlement.ok_or((
-            400,
-            -4019,
-            "Lightning is not enabled (no [lightning] section in the configuration).".to_string(),
-        ))?;
-        crate::settlement::admin(&st, &action, &args)
-    })
-    .await
-}
-
 /// Serves until SIGTERM, Ctrl-C, or `run_for` has passed; then stops taking requests,
 /// answers those in flight, drains the queues, makes everything durable and snapshots.
 pub fn serve(
@@ -646,8 +632,7 @@ pub fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/fulgur/v1/commands", post(command))
-        .route("/fulgur/v1/admin/custody/{action}", post(custody_admin))
-        .route("/fulgur/v1/admin/lightning/{action}", post(lightning_admin))
+        .route("/fulgur/v1/admin/{area}/{action}", post(area_admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
         .merge(fulgur_ws_api::router(api))

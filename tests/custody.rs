@@ -15,20 +15,7 @@ use common::{Client, Server};
 use serde_json::{json, Value};
 
 fn admin(s: &Server, action: &str, body: Value) -> Value {
-    let token = common::admin_token(s.addr);
-    let r = common::request(
-        s.addr,
-        "POST",
-        &format!("/fulgur/v1/admin/custody/{action}"),
-        &[
-            ("X-Fulgur-Admin-Token", &token),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{action}: {}", r.body);
-    r.json()
+    common::operator(s, "custody", action, &body)
 }
 
 fn deposit_address(c: &Client) -> String {
@@ -333,14 +320,7 @@ fn a_crash_after_signing_or_after_broadcast_never_pays_twice() {
         );
         assert_eq!(r.status, 200, "{}", r.body);
         // The batch kills the server (kill -9) at the fault point.
-        let token = common::admin_token(s.addr);
-        let _ = common::request(
-            s.addr,
-            "POST",
-            "/fulgur/v1/admin/custody/batch",
-            &[("X-Fulgur-Admin-Token", &token)],
-            b"",
-        );
+        let _ = common::operator_request(&s, "custody", "batch", "");
         let mut s = s;
         let status = s.child.wait().unwrap();
         assert!(!status.success(), "{fault}: killed: {status:?}");

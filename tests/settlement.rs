@@ -22,20 +22,7 @@ fn data_dir(name: &str) -> std::path::PathBuf {
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn ln_admin(s: &Server, action: &str, body: Value) -> Value {
-    let token = common::admin_token(s.addr);
-    let r = common::request(
-        s.addr,
-        "POST",
-        &format!("/fulgur/v1/admin/lightning/{action}"),
-        &[
-            ("X-Fulgur-Admin-Token", &token),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{action}: {}", r.body);
-    r.json()
+    common::operator(s, "lightning", action, &body)
 }
 
 /// Credits an account through the operator endpoint (`amount` in whole units).
@@ -393,19 +380,12 @@ fn lightning_deposits_epoch_payouts_and_withdrawals() {
 /// Waits until the server dies at its fault point, meanwhile (re)connecting its node to the
 /// user's, as a restarted exchange finds its peers again.
 fn wait_for_the_fault(s: &mut Server, user: &UserNode) -> std::process::ExitStatus {
-    let token = common::admin_token(s.addr);
     let body = json!({"node_id": user.node_id(), "addr": user.addr}).to_string();
     wait_until("the fault", MINUTE, || {
         if let Some(status) = s.child.try_wait().unwrap() {
             return Some(status);
         }
-        let _ = common::request(
-            s.addr,
-            "POST",
-            "/fulgur/v1/admin/lightning/connect",
-            &[("X-Fulgur-Admin-Token", &token)],
-            body.as_bytes(),
-        );
+        let _ = common::operator_request(s, "lightning", "connect", &body);
         std::thread::sleep(Duration::from_millis(200));
         None
     })
@@ -543,16 +523,7 @@ fn a_payout_that_keeps_failing_goes_out_on_chain() {
         .count();
     assert!(rolled >= 2, "{e:?}");
     // The custody batch pays it.
-    let token = common::admin_token(s.addr);
-    let r = common::request(
-        s.addr,
-        "POST",
-        "/fulgur/v1/admin/custody/batch",
-        &[("X-Fulgur-Admin-Token", &token)],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    common::operator(&s, "custody", "batch", &json!({}));
     chain.mine(2);
     wait_until("the fallback's confirmation", MINUTE, || {
         let h = withdrawals(&dan);

@@ -46,6 +46,38 @@ impl Drop for Server {
     }
 }
 
+/// `POST /fulgur/v1/admin/<area>/<action>` with the server's admin token; the answer.
+pub fn operator_request(
+    s: &Server,
+    area: &str,
+    action: &str,
+    body: &str,
+) -> std::io::Result<Response> {
+    let token = admin_token(s.addr);
+    request(
+        s.addr,
+        "POST",
+        &format!("/fulgur/v1/admin/{area}/{action}"),
+        &[
+            ("X-Fulgur-Admin-Token", &token),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// An operator action that must succeed; its JSON answer.
+pub fn operator(
+    s: &Server,
+    area: &str,
+    action: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let r = operator_request(s, area, action, &body.to_string()).unwrap();
+    assert_eq!(r.status, 200, "{area}/{action}: {}", r.body);
+    r.json()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
