@@ -579,6 +579,14 @@ impl Settlement {
                 }
                 part::HELD => match self.rail.send(&req) {
                     Ok(()) => {
+                        if std::env::var("FULGUR_FAULT").is_ok_and(|f| f == "settlement-after-send")
+                        {
+                            // The crash comes once ldk-node has persisted its channel state
+                            // (it does so in the background, within milliseconds): a crash
+                            // before that leaves a stale channel manager, which LDK answers
+                            // by closing the channel, and the payment resolves on chain.
+                            std::thread::sleep(Duration::from_millis(1000));
+                        }
                         fault("settlement-after-send");
                         self.store()
                             .set_part(last.id, part::SENT, 0, None)
