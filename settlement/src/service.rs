@@ -366,8 +366,7 @@ impl Settlement {
         first: u64,
         last: u64,
     ) -> Result<bool, String> {
-        let regs = self.store().registrations().map_err(sql)?;
-        let owed = regs.iter().any(|r| r.carry_sat > 0);
+        let owed = self.store().anyone_owed().map_err(sql)?;
         let (nets, imbalance) = match netter.close() {
             Ok(n) => (n, None),
             Err(e) => (Default::default(), Some(format!("{e:?}"))),
@@ -375,7 +374,9 @@ impl Settlement {
         if nets.fills == 0 && !owed && imbalance.is_none() {
             return Ok(false);
         }
-        self.fallbacks(&regs);
+        if owed {
+            self.fallbacks(&self.store().registrations().map_err(sql)?);
+        }
         let regs = self.store().registrations().map_err(sql)?;
         let busy: std::collections::HashSet<u32> = self
             .store()

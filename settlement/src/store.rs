@@ -365,6 +365,15 @@ impl Store {
         rows.collect()
     }
 
+    /// Whether any account is owed a carried amount (an idle epoch checks just this).
+    pub fn anyone_owed(&self) -> rusqlite::Result<bool> {
+        self.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM registrations WHERE carry_sat > 0)",
+            [],
+            |r| r.get(0),
+        )
+    }
+
     pub fn count_registrations(&self) -> rusqlite::Result<u64> {
         self.db
             .query_row("SELECT COUNT(*) FROM registrations", [], |r| r.get(0))
