@@ -375,7 +375,9 @@ impl Settlement {
             return Ok(false);
         }
         if owed {
-            self.fallbacks(&self.store().registrations().map_err(sql)?);
+            // Bound first: the guard of a temporary would be held through `fallbacks`.
+            let regs = self.store().registrations().map_err(sql)?;
+            self.fallbacks(&regs);
         }
         let regs = self.store().registrations().map_err(sql)?;
         let busy: std::collections::HashSet<u32> = self
