@@ -66,6 +66,16 @@ fn public_endpoints_answer_as_binance() {
     assert_eq!(btc["filters"][1]["stepSize"], "0.00001000");
     assert_eq!(btc["filters"][3]["minNotional"], "5.00000000");
     assert_eq!(btc["permissionSets"], serde_json::json!([["SPOT"]]));
+    assert_eq!(btc["fulgurBaseAssetClass"], "CRYPTO");
+    // The RWA pair needs the engine's permission 0 as well, named as Binance's trading
+    // groups; the account answer lists the groups an account holds.
+    let tbill = &symbols[3];
+    assert_eq!(
+        tbill["permissionSets"],
+        serde_json::json!([["SPOT"], ["TRD_GRP_000"]])
+    );
+    assert_eq!(tbill["fulgurBaseAssetClass"], "RWA");
+    assert_eq!(symbols[2]["fulgurBaseAssetClass"], "STABLECOIN");
     assert!(info["rateLimits"].as_array().unwrap().len() >= 3);
     let one = s
         .get("/api/v3/exchangeInfo?symbols=%5B%22ETHUSDT%22%5D")
@@ -199,6 +209,7 @@ fn signed_endpoints_orders_and_errors() {
     fund(&s, 12);
     let c1 = client(&s, 11);
     let c2 = client(&s, 12);
+    let maker = client(&s, 1); // the demo's maker holds the RWA permission
 
     // Authentication.
     let bad_key = Client {
@@ -246,6 +257,13 @@ fn signed_endpoints_orders_and_errors() {
 
     // Account.
     let acct = c1.signed("GET", "/api/v3/account", "").json();
+    assert_eq!(acct["permissions"], serde_json::json!(["SPOT"]));
+    let r = maker.signed("GET", "/api/v3/account", "");
+    assert_eq!(
+        r.json()["permissions"],
+        serde_json::json!(["SPOT", "TRD_GRP_000"]),
+        "{r:?}"
+    );
     let usdt = acct["balances"]
         .as_array()
         .unwrap()

@@ -701,6 +701,14 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
     let acct = view.accounts.get(&account);
     // A frozen account still trades (sells), but withdraws nothing until it pays.
     let frozen = acct.is_some_and(|a| a.is_frozen());
+    let granted = acct.map_or(0, |a| a.permissions);
+    let permissions: Vec<String> = std::iter::once("SPOT".to_string())
+        .chain(
+            (0..64)
+                .filter(|p| granted & (1u64 << p) != 0)
+                .map(|p| crate::rest::permission_name(p as fulgur_engine::PermissionId)),
+        )
+        .collect();
     let balances: Vec<Value> = view
         .assets
         .iter()
@@ -734,7 +742,7 @@ pub fn account(api: &Api, account: AccountId, p: &Params) -> Result<Value, ApiEr
         "updateTime": acct.map_or(0, |a| a.update_time_ms),
         "accountType": "SPOT",
         "balances": balances,
-        "permissions": ["SPOT"],
+        "permissions": permissions,
         "uid": account,
     }))
 }

@@ -277,10 +277,28 @@ pub fn symbol_info(m: &MarketView) -> Value {
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": s.max_open_orders},
         ],
         "permissions": [],
-        "permissionSets": [["SPOT"]],
+        // Binance's rule: the account needs one permission of each set.
+        "permissionSets": match s.required_permission {
+            None => json!([["SPOT"]]),
+            Some(p) => json!([["SPOT"], [permission_name(p)]]),
+        },
+        "fulgurBaseAssetClass": asset_class_str(m.base.class),
         "defaultSelfTradePreventionMode": orders::stp_str(orders::DEFAULT_STP),
         "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
     })
+}
+
+/// An engine permission as Binance names trading groups: `TRD_GRP_000` for permission 0.
+pub fn permission_name(p: fulgur_engine::PermissionId) -> String {
+    format!("TRD_GRP_{p:03}")
+}
+
+fn asset_class_str(c: fulgur_engine::AssetClass) -> &'static str {
+    match c {
+        fulgur_engine::AssetClass::Crypto => "CRYPTO",
+        fulgur_engine::AssetClass::Stablecoin => "STABLECOIN",
+        fulgur_engine::AssetClass::Rwa => "RWA",
+    }
 }
 
 async fn exchange_info(State(api): State<Arc<Api>>, r: Req) -> Response {

@@ -51,6 +51,7 @@ pub struct AssetInfo {
     pub id: AssetId,
     pub symbol: String,
     pub decimals: u8,
+    pub class: fulgur_engine::AssetClass,
 }
 
 /// Decimal places the API prints for an asset: Binance's 8, or more if the asset has them.
@@ -560,6 +561,7 @@ impl View {
             id,
             symbol: spec.symbol.clone(),
             decimals: spec.decimals,
+            class: spec.class,
         });
     }
 
