@@ -13,6 +13,17 @@ pub const RWA_PERMISSION: PermissionId = 0;
 /// Demo accounts: a market maker and a taker.
 pub const MAKER: AccountId = 1;
 pub const TAKER: AccountId = 2;
+/// The account of the trading page (`GET /fulgur/v1/demo/key`), apart from the flow's two
+/// so that the maker's mass cancels never touch the page's orders.
+pub const WEB: AccountId = 3;
+/// What the web account starts with, in whole units: a retail-sized wallet.
+const WEB_FUNDS: [(&str, u64); 5] = [
+    ("BTC", 2),
+    ("ETH", 40),
+    ("USDT", 200_000),
+    ("USDC", 200_000),
+    ("TBILL", 2_000),
+];
 
 struct DemoMarket {
     symbol: &'static str,
@@ -160,6 +171,24 @@ pub fn setup_commands() -> Vec<Command> {
                 amount: 1_000_000 * 10u64.pow(*decimals as u32),
             });
         }
+    }
+    cmds
+}
+
+/// `fulgur demo`'s setup: `setup_commands`, then the web account, with the RWA permission
+/// and `WEB_FUNDS`.
+pub fn demo_commands() -> Vec<Command> {
+    let mut cmds = setup_commands();
+    cmds.push(Command::GrantPermission {
+        account: WEB,
+        permission: RWA_PERMISSION,
+    });
+    for (symbol, units) in WEB_FUNDS {
+        cmds.push(Command::Deposit {
+            account: WEB,
+            asset: asset_id(symbol),
+            amount: units * 10u64.pow(decimals_of(symbol) as u32),
+        });
     }
     cmds
 }
@@ -335,28 +364,54 @@ impl BookView {
     }
 }
 
-/// Writes `<data dir>/demo-credentials.json`: the funded demo accounts and their API keys
-/// (random, 64 characters each, as Binance's).
-pub fn write_credentials(data_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+/// Writes `<data dir>/demo-credentials.json`: the demo accounts (maker, taker, web) and
+/// their API keys (random, 64 characters each, as Binance's), real keys of the data
+/// directory's key store, so any Binance client can trade as them at once. Keys already in
+/// the file are kept; an account missing from it (a file of an older demo) gets one.
+/// Returns the file and the web account's key.
+pub fn write_credentials(
+    data_dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, crate::web::DemoKey), String> {
     let path = data_dir.join("demo-credentials.json");
-    if path.exists() {
-        return Ok(path);
-    }
-    // Real API keys of the demo accounts, in the data directory's key store, so any Binance
-    // client can trade as them at once.
+    let mut have: Vec<crate::web::DemoKey> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<Vec<serde_json::Value>>(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .iter()
+            .filter_map(|v| {
+                Some(crate::web::DemoKey {
+                    account: v["account"].as_u64()? as u32,
+                    api_key: v["apiKey"].as_str()?.into(),
+                    secret_key: v["secretKey"].as_str()?.into(),
+                })
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let keys = data_dir.join("api-keys.json");
-    let mut out = Vec::new();
-    for account in [MAKER, TAKER] {
-        let k = fulgur_ws_api::auth::create_key(&keys, account, None)?;
-        out.push(serde_json::json!({
-            "account": account,
-            "apiKey": k.api_key,
-            "secretKey": k.secret_key,
-        }));
+    let mut changed = false;
+    for account in [MAKER, TAKER, WEB] {
+        if !have.iter().any(|k| k.account == account) {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+            let k = fulgur_ws_api::auth::create_key(&keys, account, None)?;
+            have.push(crate::web::DemoKey {
+                account,
+                api_key: k.api_key,
+                secret_key: k.secret_key.ok_or("an HMAC key has a secret")?,
+            });
+            changed = true;
+        }
     }
-    let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())? + "\n";
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
+    if changed {
+        let text = serde_json::to_string_pretty(&have).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let web = have
+        .into_iter()
+        .find(|k| k.account == WEB)
+        .expect("made above");
+    Ok((path, web))
 }
 
 fn limit(account: AccountId, market: MarketId, side: Side, price: u64, qty: u64) -> Command {

@@ -26,8 +26,9 @@ enum Cmd {
         server: ServerArgs,
     },
     /// `serve` plus a built-in flow (a market maker and a taker on every demo market:
-    /// BTCUSDT, ETHUSDT, USDCUSDT and the RWA pair TBILLUSDC), so the books are live at once.
-    /// Writes the demo accounts' credentials to <data dir>/demo-credentials.json.
+    /// BTCUSDT, ETHUSDT, USDCUSDT and the RWA pair TBILLUSDC), so the books are live at once,
+    /// and the trading page at http://<listen>/ trading as a funded web account. Writes the
+    /// demo accounts' credentials (maker, taker, web) to <data dir>/demo-credentials.json.
     Demo {
         #[command(flatten)]
         server: ServerArgs,
@@ -580,28 +581,33 @@ fn main() {
         Cmd::Serve { server } => {
             init_logs();
             let cfg = server.config();
-            if let Err(e) = fulgur::server::serve(cfg, demo::setup_commands(), None, |_| {}) {
+            if let Err(e) = fulgur::server::serve(cfg, demo::setup_commands(), None, None, |_| {}) {
                 fail(&e);
             }
         }
         Cmd::Demo { server, seconds } => {
             init_logs();
             let cfg = server.config();
-            let data_dir = cfg.data_dir.clone();
             let listen = cfg.listen;
             let run_for = seconds.map(std::time::Duration::from_secs);
-            let result = fulgur::server::serve(cfg, demo::setup_commands(), run_for, move |ex| {
-                match demo::write_credentials(&data_dir) {
-                    Ok(p) => tracing::info!(
-                        "Binance-compatible API on http://{listen}/api/v3 (streams ws://{listen}/ws, \
-                         WebSocket API ws://{listen}/ws-api/v3); demo accounts' API keys in {}",
-                        p.display()
-                    ),
-                    Err(e) => tracing::warn!("could not write demo credentials: {e}"),
-                }
-                let ex = ex.clone();
-                std::thread::spawn(move || demo::run_flow(ex));
-            });
+            let (credentials, web_key) =
+                demo::write_credentials(&cfg.data_dir).unwrap_or_else(|e| fail(&e));
+            let result = fulgur::server::serve(
+                cfg,
+                demo::demo_commands(),
+                run_for,
+                Some(web_key),
+                move |ex| {
+                    tracing::info!(
+                        "trading page on http://{listen}/; Binance-compatible API on \
+                         http://{listen}/api/v3 (streams ws://{listen}/ws, WebSocket API \
+                         ws://{listen}/ws-api/v3); demo accounts' API keys in {}",
+                        credentials.display()
+                    );
+                    let ex = ex.clone();
+                    std::thread::spawn(move || demo::run_flow(ex));
+                },
+            );
             if let Err(e) = result {
                 fail(&e);
             }

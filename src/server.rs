@@ -602,6 +602,7 @@ pub fn serve(
     cfg: Config,
     initial: Vec<Command>,
     run_for: Option<Duration>,
+    demo_key: Option<crate::web::DemoKey>,
     on_ready: impl FnOnce(&Arc<Exchange>) + Send + 'static,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -635,6 +636,7 @@ pub fn serve(
         .route("/fulgur/v1/admin/{area}/{action}", post(area_admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
+        .merge(crate::web::routes(demo_key))
         .merge(fulgur_ws_api::router(api))
         .layer(axum::middleware::from_fn_with_state(state, count_requests));
     let listen = cfg.listen;

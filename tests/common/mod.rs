@@ -106,9 +106,28 @@ impl Server {
         config: Option<&std::path::Path>,
         env: &[(&str, &str)],
     ) -> Server {
+        Server::spawn_cmd("serve", data, config, env)
+    }
+
+    /// `fulgur demo` (its flow running, the web account's key served to the page) on a new
+    /// data directory, once it answers `/health`.
+    pub fn start_demo(name: &str) -> Server {
+        let data = std::env::temp_dir().join(format!("fulgur-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let server = Server::spawn_cmd("demo", data, None, &[]);
+        server.wait_healthy();
+        server
+    }
+
+    fn spawn_cmd(
+        subcommand: &str,
+        data: PathBuf,
+        config: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut p = Process::new(env!("CARGO_BIN_EXE_fulgur"));
-        p.args(["serve", "--data-dir"])
+        p.args([subcommand, "--data-dir"])
             .arg(&data)
             .arg("--listen")
             .arg(addr.to_string())
@@ -133,17 +152,21 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Server {
         let server = Server::spawn_with(data, config, env);
-        let addr = server.addr;
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = request(addr, "GET", "/health", &[], b"") {
+            if let Ok(r) = request(self.addr, "GET", "/health", &[], b"") {
                 if r.status == 200 {
-                    return server;
+                    return;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("fulgur serve did not become healthy");
+        panic!("fulgur did not become healthy");
     }
 
     /// Stops with SIGTERM, as an operator would; the exit status.
@@ -332,19 +355,26 @@ pub fn root() -> &'static std::path::Path {
 
 /// The ccxt virtualenv's python (the last line `scripts/python-env.sh` prints), or why not.
 pub fn python() -> Result<PathBuf, String> {
+    script("python-env.sh", &[]).map(PathBuf::from)
+}
+
+/// Runs `scripts/<name>` with `args`; the last line it prints, or why it failed.
+pub fn script(name: &str, args: &[&str]) -> Result<String, String> {
     let out = Process::new("bash")
-        .arg(root().join("scripts/python-env.sh"))
+        .arg(root().join("scripts").join(name))
+        .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run scripts/python-env.sh: {e}"))?;
+        .map_err(|e| format!("cannot run scripts/{name}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     match (
         out.status.success(),
         stdout.lines().rev().find(|l| !l.trim().is_empty()),
     ) {
-        (true, Some(path)) => Ok(PathBuf::from(path.trim())),
+        (true, Some(line)) => Ok(line.trim().to_string()),
         _ => Err(format!(
-            "scripts/python-env.sh failed ({}):\n{}{}",
+            "scripts/{name} {} failed ({}):\n{}{}",
+            args.join(" "),
             out.status,
             stdout,
             String::from_utf8_lossy(&out.stderr)
