@@ -3,8 +3,9 @@
 //! The root package: the `fulgur` binary and what it is built from: config (`config`), the
 //! order pipeline (`pipeline`: gateway queues, engine thread, journal thread, readers),
 //! recovery of a data directory (`recovery`), the HTTP server (`server`), the trading page
-//! it serves (`web`, built from `web/` by `build.rs`), the demo market (`demo`), the client of the operator commands (`admin_client`), and the benchmarks it
-//! shares with `cargo bench` (`bench`, `pipebench`, `flows`). The matching core is `fulgur-engine`.
+//! it serves (`web`, built from `web/` by `build.rs`), the demo market (`demo`), the client
+//! of the operator commands (`admin_client`), and the benchmarks it shares with `cargo
+//! bench` (`bench`, `pipebench`, `flows`). The matching core is `fulgur-engine`.
 
 pub mod admin_client;
 pub mod alloc;
