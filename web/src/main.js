@@ -88,7 +88,7 @@ app.innerHTML = `
   </section>
   <section class="panel history-panel">
     <h2>Order history</h2>
-    <table class="grid"><thead><tr><th>Time</th><th>Side</th><th>Type</th><th>Price</th><th>Amount</th><th>Filled</th><th>Status</th></tr></thead><tbody id="order-history"></tbody></table>
+    <table class="grid"><thead><tr><th>Time</th><th>Side</th><th>Type</th><th>Price</th><th>Amount</th><th>Filled</th><th>Avg price</th><th>Status</th></tr></thead><tbody id="order-history"></tbody></table>
   </section>
   <section class="panel fills-panel">
     <h2>Fills</h2>
@@ -255,8 +255,13 @@ function orderRow(o, withCancel) {
     esc(price),
     esc(fixed(o.origQty, r.qtyPlaces)),
     esc(fixed(o.executedQty, r.qtyPlaces)),
-    withCancel ? `<button type="button" class="cancel" data-order-id="${o.orderId}">Cancel</button>` : esc(o.status),
   ];
+  if (withCancel) {
+    cells.push(`<button type="button" class="cancel" data-order-id="${o.orderId}">Cancel</button>`);
+  } else {
+    const filled = Number(o.executedQty);
+    cells.push(filled > 0 ? (Number(o.cummulativeQuoteQty) / filled).toFixed(r.pricePlaces) : '–', esc(o.status));
+  }
   return `<tr data-order-id="${o.orderId}" data-status="${esc(o.status)}">${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
 }
 
@@ -269,7 +274,7 @@ function renderOrders() {
 
 function renderHistory() {
   if (!state.rules) return;
-  $('order-history').innerHTML = state.history.map((o) => orderRow(o, false)).join('') || empty(7, 'No orders yet');
+  $('order-history').innerHTML = state.history.map((o) => orderRow(o, false)).join('') || empty(8, 'No orders yet');
 }
 
 function renderFills() {
@@ -460,6 +465,7 @@ function userEvent(e) {
       price: e.p,
       origQty: e.q,
       executedQty: e.z,
+      cummulativeQuoteQty: e.Z,
       status: e.X,
       time: e.O,
     });

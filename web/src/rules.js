@@ -1,6 +1,7 @@
 // A market's trading rules from `exchangeInfo`, and the check of an order against them
-// before it is sent. What depends on the price an order fills at (a market order's value,
-// the price band around the average price) only the exchange can check; its answer is shown.
+// before it is sent. What depends on prices of the exchange's own (a market order's value at
+// its last trade price, the price band) only the exchange can check exactly; its answer is
+// shown.
 import { places, toUnits, fromUnits, trim } from './decimal.js';
 
 /** The rules of one `exchangeInfo` symbol. */

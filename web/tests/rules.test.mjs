@@ -66,6 +66,6 @@ test('each rule has its message', () => {
 });
 
 test("a market order's value is the exchange's to check", () => {
-  // Its price is only known when it fills.
+  // The exchange values it at its own last trade price.
   assert.equal(checkOrder(BTCUSDT, { type: 'MARKET', quantity: '0.00001' }).ok, true);
 });
