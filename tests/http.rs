@@ -117,3 +117,47 @@ fn endpoints_answer_as_documented() {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
 }
+
+#[test]
+fn the_trading_page_and_its_assets_are_served() {
+    let s = Server::start("http-page");
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    // Every asset the page names is served, cacheable for good (content-hashed names).
+    let names: Vec<&str> = page
+        .body
+        .split("assets/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".js")) && names.iter().any(|n| n.ends_with(".css")),
+        "the page names its script and stylesheet: {}",
+        page.body
+    );
+    for name in names {
+        let r = s.get(&format!("/assets/{name}"));
+        assert_eq!(r.status, 200, "{name}");
+        let kind = if name.ends_with(".js") {
+            "text/javascript; charset=utf-8"
+        } else {
+            "text/css; charset=utf-8"
+        };
+        assert_eq!(r.header("content-type"), Some(kind), "{name}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert!(!r.body.is_empty());
+    }
+    let r = s.get("/assets/app-NOPE.js");
+    assert_eq!((r.status, r.code()), (404, -1000));
+    // `serve` hands out no demo key: the page asks for one.
+    let r = s.get("/fulgur/v1/demo/key");
+    assert_eq!(r.status, 404);
+}

@@ -43,7 +43,19 @@ async function sample() {
   const { metrics } = await cdp.send('Performance.getMetrics');
   const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
   const page_ = await page.evaluate(() => ({ renders: window.__frames, long: window.__long.slice() }));
-  return { t: Date.now(), heapUsedBytes: heap.usedSize, domNodes: m.Nodes, listeners: m.JSEventListeners, messages: frames, ...page_ };
+  return {
+    t: Date.now(),
+    heapUsedBytes: heap.usedSize,
+    domNodes: m.Nodes,
+    listeners: m.JSEventListeners,
+    // Seconds of the page's main thread: all tasks, and script, layout and style within.
+    task: m.TaskDuration,
+    script: m.ScriptDuration,
+    layout: m.LayoutDuration,
+    style: m.RecalcStyleDuration,
+    messages: frames,
+    ...page_,
+  };
 }
 
 await page.goto(`${url}/#BTCUSDT`);
@@ -64,6 +76,11 @@ console.log(JSON.stringify({
   seconds: Math.round(secs),
   ws_messages_per_s: Math.round((end.messages - start.messages) / secs),
   renders_per_s: Math.round((end.renders - start.renders) / secs),
+  // Milliseconds of main-thread work per second of session (1000 = one core busy).
+  main_thread_ms_per_s: Math.round(((end.task - start.task) * 1000) / secs),
+  script_ms_per_s: Math.round(((end.script - start.script) * 1000) / secs),
+  layout_ms_per_s: Math.round(((end.layout - start.layout) * 1000) / secs),
+  style_ms_per_s: Math.round(((end.style - start.style) * 1000) / secs),
   long_tasks: long.length,
   long_task_ms_max: Math.round(Math.max(0, ...long)),
   heap_kib_start: Math.round(start.heapUsedBytes / 1024),

@@ -219,15 +219,35 @@ function renderBook() {
   depth.set(wide.bids, wide.asks, (p) => fixed(p, r.pricePlaces));
 }
 
+// New trades are added on top and the oldest dropped: a busy tape costs a few row
+// insertions a frame, not a rebuild of the list.
 function renderTape() {
   const r = state.rules;
+  const tape = $('tape');
   if (!r) return;
-  $('tape').innerHTML = state.tape
-    .map(
-      (t) =>
-        `<div class="trade ${t.m ? 'down' : 'up'}" data-trade-id="${t.t}"><span>${esc(fixed(t.p, r.pricePlaces))}</span><span>${esc(fixed(t.q, r.qtyPlaces))}</span><span>${clock(t.T)}</span></div>`,
-    )
-    .join('');
+  const shown = tape.firstElementChild?.dataset.tradeId;
+  const fresh = [];
+  for (const t of state.tape) {
+    if (String(t.t) === shown) break;
+    fresh.push(t);
+  }
+  if (state.tapeRebuild || fresh.length === state.tape.length) {
+    // A new market, older trades from REST behind the streamed ones, or nothing in common.
+    state.tapeRebuild = false;
+    tape.textContent = '';
+    fresh.length = 0;
+    fresh.push(...state.tape);
+  }
+  const rows = document.createDocumentFragment();
+  for (const t of fresh) {
+    const row = document.createElement('div');
+    row.className = `trade ${t.m ? 'down' : 'up'}`;
+    row.dataset.tradeId = String(t.t);
+    row.innerHTML = `<span>${esc(fixed(t.p, r.pricePlaces))}</span><span>${esc(fixed(t.q, r.qtyPlaces))}</span><span>${clock(t.T)}</span>`;
+    rows.appendChild(row);
+  }
+  tape.prepend(rows);
+  while (tape.childElementCount > TAPE_ROWS) tape.lastElementChild.remove();
 }
 
 function renderTicker() {
@@ -403,6 +423,7 @@ async function loadTape(symbol) {
     .reverse()
     .map((t) => ({ t: t.id, p: t.price, q: t.qty, T: t.time, m: t.isBuyerMaker }));
   state.tape = [...state.tape, ...older].slice(0, TAPE_ROWS);
+  state.tapeRebuild = true;
   mark('tape');
 }
 
@@ -650,6 +671,7 @@ function selectMarket(symbol) {
   state.symbol = symbol;
   state.rules = r;
   state.tape = [];
+  state.tapeRebuild = true;
   state.ticker = null;
   state.open = new Map();
   state.history = [];
