@@ -27,7 +27,8 @@ pub struct DemoKey {
     pub secret_key: String,
 }
 
-/// The page's routes; `demo_key` only under `fulgur demo`.
+/// The page's routes; `demo_key` only under `fulgur demo` (elsewhere the key endpoint
+/// answers 204 No Content).
 pub fn routes(demo_key: Option<DemoKey>) -> Router {
     Router::new()
         .route("/", get(index))
@@ -90,7 +91,8 @@ async fn demo_key_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     match key.as_ref() {
-        None => not_found(),
+        // Not an error: the page asks, and a browser logs every 4xx answer as one.
+        None => StatusCode::NO_CONTENT.into_response(),
         Some(_) if !peer.ip().is_loopback() => (
             StatusCode::FORBIDDEN,
             Json(serde_json::json!({

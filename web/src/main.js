@@ -50,6 +50,12 @@ app.innerHTML = `
     <div id="candles"></div>
   </section>
   <section class="panel trade-panel">
+    <form id="key-panel" hidden>
+      <p>No demo key on this server. Trade with an API key of your own (kept in this tab only):</p>
+      <input id="key-api" placeholder="API key" autocomplete="off">
+      <input id="key-secret" placeholder="Secret key" type="password" autocomplete="off">
+      <button type="submit" id="key-use">Use key</button>
+    </form>
     <form id="order-form" novalidate>
       <div class="sides">
         <button type="button" id="side-buy" class="buy active">Buy</button>
@@ -70,12 +76,6 @@ app.innerHTML = `
     </form>
     <h2>Balances</h2>
     <table class="grid"><thead><tr><th>Asset</th><th>Free</th><th>Locked</th></tr></thead><tbody id="balances"></tbody></table>
-    <form id="key-panel" hidden>
-      <p>No demo key on this server. Trade with an API key of your own (kept in this tab only):</p>
-      <input id="key-api" placeholder="API key" autocomplete="off">
-      <input id="key-secret" placeholder="Secret key" type="password" autocomplete="off">
-      <button type="submit" id="key-use">Use key</button>
-    </form>
   </section>
   <section class="panel tape-panel">
     <h2>Trades</h2>
@@ -254,14 +254,18 @@ function renderTicker() {
   const r = state.rules;
   const t = state.ticker;
   if (!r || !t) return;
-  setText($('last'), fixed(t.c, r.pricePlaces));
-  setText($('book-last'), fixed(t.c, r.pricePlaces));
+  // A market that has not traded has no last price (the API says 0).
+  const traded = Number(t.n ?? 1) > 0;
+  const price = (x) => (traded ? fixed(x, r.pricePlaces) : '–');
+  const last = price(t.c);
+  setText($('last'), last);
+  setText($('book-last'), last);
   const pct = Number(t.P);
   const change = $('change');
   setText(change, `${pct >= 0 ? '+' : ''}${pct.toFixed(2)}%`);
   change.className = pct >= 0 ? 'up' : 'down';
-  setText($('high'), fixed(t.h, r.pricePlaces));
-  setText($('low'), fixed(t.l, r.pricePlaces));
+  setText($('high'), price(t.h));
+  setText($('low'), price(t.l));
   setText($('volume'), `${trim(t.v)} ${r.base}`);
 }
 
@@ -430,7 +434,7 @@ async function loadTape(symbol) {
 async function loadTicker(symbol) {
   const t = await rest.get('/api/v3/ticker/24hr', { symbol });
   if (state.symbol !== symbol || state.ticker) return;
-  state.ticker = { c: t.lastPrice, P: t.priceChangePercent, h: t.highPrice, l: t.lowPrice, v: t.volume };
+  state.ticker = { c: t.lastPrice, P: t.priceChangePercent, h: t.highPrice, l: t.lowPrice, v: t.volume, n: t.count };
   mark('ticker');
 }
 
@@ -546,6 +550,12 @@ async function loadAccount() {
     renderMarketInfo();
   } catch (e) {
     showError(e);
+    if (e instanceof ApiError && [-2014, -2015, -1022].includes(e.code) && sessionStorage.getItem('fulgur-key')) {
+      // A typed key the exchange refuses: forget it and ask again.
+      sessionStorage.removeItem('fulgur-key');
+      state.keyed = false;
+      $('key-panel').hidden = false;
+    }
   }
 }
 
@@ -732,8 +742,9 @@ async function useKey() {
   const typed = sessionStorage.getItem('fulgur-key');
   let key = typed ? JSON.parse(typed) : null;
   if (!key) {
+    // 200 with the key under `fulgur demo`, 204 elsewhere.
     const res = await fetch('/fulgur/v1/demo/key').catch(() => null);
-    if (res?.ok) key = await res.json();
+    if (res?.status === 200) key = await res.json();
   }
   if (key) {
     rest.setKey(key.apiKey, key.secretKey);
