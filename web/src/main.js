@@ -666,9 +666,12 @@ function renderMarketInfo() {
   if (!r) return;
   const badges = [`<span class="badge">${esc(r.assetClass === 'RWA' ? 'RWA' : r.assetClass.toLowerCase())}</span>`];
   for (const p of r.permissions) {
-    const granted = (state.permissions ?? []).includes(p);
+    // Whether the account holds it is known once the account has loaded.
+    const known = state.keyed && Array.isArray(state.permissions);
+    const granted = known && state.permissions.includes(p);
+    const held = known ? (granted ? ' · granted' : ' · not granted') : '';
     badges.push(
-      `<span class="badge perm ${granted ? 'ok' : 'no'}" title="Trading this market needs the account permission ${esc(p)}">needs ${esc(p)}${state.keyed ? (granted ? ' · granted' : ' · not granted') : ''}</span>`,
+      `<span class="badge perm ${known ? (granted ? 'ok' : 'no') : ''}" title="Trading this market needs the account permission ${esc(p)}">needs ${esc(p)}${held}</span>`,
     );
   }
   if (r.status !== 'TRADING') badges.push(`<span class="badge no">${esc(r.status)}</span>`);
