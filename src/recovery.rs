@@ -275,6 +275,14 @@ mod tests {
         d
     }
 
+    /// A Liquibook-style flow as plain commands: its setup, then its orders.
+    fn liquibook_commands(orders: usize, seed: u64, accounts: u32) -> Vec<fulgur_engine::Command> {
+        let flow = liquibook(orders, seed, accounts);
+        let mut cmds = flow.setup_commands(0);
+        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        cmds
+    }
+
     fn cfg() -> EngineConfig {
         EngineConfig {
             max_accounts: 64,
@@ -335,9 +343,7 @@ mod tests {
     #[test]
     fn recovery_rebuilds_the_same_state_from_snapshots_and_journal() {
         let dir = temp("same");
-        let flow = liquibook(6_000, 5, 20);
-        let mut cmds: Vec<_> = flow.setup_commands(0);
-        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        let cmds = liquibook_commands(6_000, 5, 20);
         let (first, _) = cmds.split_at(3_000);
         // Snapshots every 1,000 commands, then a clean stop (a final snapshot).
         let (h1, s1) = run(&dir, first, 1_000, true);
@@ -370,9 +376,7 @@ mod tests {
     #[test]
     fn events_are_rebuilt_from_a_snapshot_and_the_journal_as_they_were_published() {
         let dir = temp("replay-events");
-        let flow = liquibook(4_000, 5, 20);
-        let mut cmds: Vec<_> = flow.setup_commands(0);
-        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        let cmds = liquibook_commands(4_000, 5, 20);
         // Snapshots every 1,000 commands: the replay starts from one of them.
         let (_, last) = run(&dir, &cmds, 1_000, true);
         // The events as published: the commands applied from the start.
@@ -411,9 +415,7 @@ mod tests {
     #[test]
     fn a_crash_loses_nothing_published_and_a_torn_tail_is_cut() {
         let dir = temp("crash");
-        let flow = liquibook(4_000, 6, 20);
-        let mut cmds: Vec<_> = flow.setup_commands(0);
-        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        let cmds = liquibook_commands(4_000, 6, 20);
         let (_, published) = run(&dir, &cmds, 0, false);
         // Tear the last record, as a crash mid-write would.
         let jdir = journal_dir(&dir);
@@ -446,9 +448,7 @@ mod tests {
     #[test]
     fn an_unreadable_snapshot_falls_back_to_an_older_one() {
         let dir = temp("badsnap");
-        let flow = liquibook(3_000, 7, 20);
-        let mut cmds: Vec<_> = flow.setup_commands(0);
-        cmds.extend(flow.commands.iter().map(|c| c.command.clone()));
+        let cmds = liquibook_commands(3_000, 7, 20);
         let (h, s) = run(&dir, &cmds, 1_000, true);
         let snaps = list_snapshots(&dir).unwrap();
         assert!(snaps.len() >= 2);
