@@ -76,12 +76,9 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// The API's own answer to an unknown path (Binance's -1099).
 fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"code": -1000, "msg": "Not found."})),
-    )
-        .into_response()
+    fulgur_ws_api::error::ApiError::not_found().into_response()
 }
 
 /// The demo key, to a browser on this machine only: the demo binds to loopback by default,
@@ -93,14 +90,12 @@ async fn demo_key_handler(
     match key.as_ref() {
         // Not an error: the page asks, and a browser logs every 4xx answer as one.
         None => StatusCode::NO_CONTENT.into_response(),
-        Some(_) if !peer.ip().is_loopback() => (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({
-                "code": -2015,
-                "msg": "The demo key is only given to clients on the same machine."
-            })),
+        Some(_) if !peer.ip().is_loopback() => fulgur_ws_api::error::ApiError::new(
+            403,
+            -2015,
+            "The demo key is only given to clients on the same machine.",
         )
-            .into_response(),
+        .into_response(),
         Some(k) => (
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
             Json(k.clone()),

@@ -161,7 +161,7 @@ fn the_trading_page_and_its_assets_are_served() {
         assert!(!r.body.is_empty());
     }
     let r = s.get("/assets/app-NOPE.js");
-    assert_eq!((r.status, r.code()), (404, -1000));
+    assert_eq!((r.status, r.code()), (404, -1099));
     // `serve` hands out no demo key (the page then asks the user for one).
     let r = s.get("/fulgur/v1/demo/key");
     assert_eq!((r.status, r.body.as_str()), (204, ""));

@@ -114,6 +114,8 @@ const state = {
   fills: [], // newest first
   seenFills: new Set(),
   closedIds: new Set(),
+  tapeRebuild: true, // the tape's rows no longer follow `tape`: draw them all again
+  permissions: null, // the account's, once loaded
   marketLive: false,
   userLive: false,
   keyed: false,
@@ -181,7 +183,10 @@ function renderBook() {
     el.dataset.synced = 'false';
     return;
   }
-  const { bids, asks } = book.top(BOOK_ROWS);
+  // One sort a frame: the depth chart's 50 levels, of which the table shows the first.
+  const wide = book.top(50);
+  const bids = wide.bids.slice(0, BOOK_ROWS);
+  const asks = wide.asks.slice(0, BOOK_ROWS);
   const cum = (rows) => {
     let t = 0;
     return rows.map(([p, q]) => [p, q, (t += Number(q))]);
@@ -207,7 +212,6 @@ function renderBook() {
   el.dataset.updateId = String(book.updateId);
   el.dataset.symbol = r.symbol;
   el.dataset.synced = 'true';
-  el.dataset.resyncs = String(book.resyncs);
   const bestBid = bids[0]?.[0];
   const bestAsk = asks[0]?.[0];
   const spread = bestBid && bestAsk ? Number(bestAsk) - Number(bestBid) : null;
@@ -215,7 +219,6 @@ function renderBook() {
     $('spread-value'),
     spread === null ? '' : `spread ${spread.toFixed(r.pricePlaces)} (${((spread / Number(bestAsk)) * 10000).toFixed(1)} bps)`,
   );
-  const wide = book.top(50);
   depth.set(wide.bids, wide.asks, (p) => fixed(p, r.pricePlaces));
 }
 
@@ -725,7 +728,8 @@ async function start() {
     for (const r of list) {
       const o = document.createElement('option');
       o.value = r.symbol;
-      o.textContent = `${r.base}/${r.quote}${r.permissions.length ? ` (RWA · ${r.permissions.join(', ')})` : ''}`;
+      const notes = [r.assetClass === 'RWA' ? 'RWA' : null, ...r.permissions.map((p) => `needs ${p}`)].filter(Boolean);
+      o.textContent = `${r.base}/${r.quote}${notes.length ? ` (${notes.join(' · ')})` : ''}`;
       g.appendChild(o);
     }
     select.appendChild(g);

@@ -101,7 +101,7 @@ test('the page loads with every market and no console errors', { skip }, async (
     ['BTCUSDT', 'ETHUSDT', 'TBILLUSDC', 'USDCUSDT'],
   );
   // The RWA pair says which permission it needs.
-  assert.match(markets.find((m) => m[0] === 'TBILLUSDC')[1], /RWA · TRD_GRP_000/);
+  assert.match(markets.find((m) => m[0] === 'TBILLUSDC')[1], /RWA · needs TRD_GRP_000/);
   // Trades, ticker, balances and the account stream arrive.
   await page.waitForSelector('#tape .trade');
   await page.waitForFunction(() => document.querySelector('#last').textContent !== '–');
